@@ -1,0 +1,25 @@
+"""virtfleet: read the stack config -> build the components -> export per-guest outputs."""
+
+import os
+
+import pulumi
+
+from components.config import parse, unknown_top_keys
+from components.hypervisor import Hypervisor
+from components.machine import Machine
+from providers.errors import ConfigError
+from providers.localimage import load
+
+config = pulumi.Config("virtfleet")
+try:
+    unknown_top_keys([k.split(":", 1)[1] for k in pulumi.runtime.get_config_env() if k.startswith("virtfleet:")])
+    fleet = parse({"images": config.get_object("images"), "hosts": config.get_object("hosts")},
+                  lambda key, path, build: load(key, path, build, os.getcwd()))
+except ConfigError as exc:
+    raise pulumi.RunError(str(exc)) from None
+
+hypervisors = {h.key: Hypervisor(h, fleet.images) for h in fleet.hosts}
+machines = [Machine(g, hypervisors[h.key]) for h in fleet.hosts for g in h.guests]
+pulumi.export("hosts", {k: {"uri": hv.host.uri, "libvirt": hv.host.libvirtVersion, "kvm": hv.host.kvmUsable}
+                        for k, hv in hypervisors.items()})
+pulumi.export("guests", {m.key: m.outputs for m in machines})

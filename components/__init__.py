@@ -1,0 +1,1 @@
+"""ComponentResources that turn the stack config into resources, and the config parser."""

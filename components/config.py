@@ -1,0 +1,189 @@
+"""The `virtfleet:` stack configuration, parsed and checked as a whole before any resource exists.
+
+Every problem raises ConfigError naming the full key (e.g. hosts.athens.guests.web.memory), what is
+wrong and how to fix it; a misspelt key gets the closest known key suggested.  Pure except for
+reading the local image files (digest, virtual size).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from providers import validate as v
+from providers.errors import ConfigError
+from providers.localimage import LocalImage
+from providers.spec import (DISK_MODES, GRAPHICS, VIRT_TYPES, Connection, InterfaceSpec, PoolSpec,
+                            HostSpec)
+
+TOP_KEYS = {"images", "hosts", "sshPrivateKey"}
+IMAGE_KEYS = {"path", "build"}
+HOST_KEYS = {"address", "user", "port", "hostKey", "hostNic", "virtType", "sshKeyFile", "pool", "guests"}
+POOL_KEYS = {"name", "type", "path", "vg"}
+GUEST_KEYS = {"name", "memory", "vcpus", "diskSize", "mac", "ip", "image", "disk", "running", "autostart",
+              "deleteDiskOnDestroy", "interfaces", "kernel", "initrd", "cmdline", "graphics", "shutdownTimeout"}
+IFACE_KEYS = {"type", "source", "mac", "model"}
+
+
+@dataclass(frozen=True)
+class GuestConf:
+    key: str
+    host: str
+    name: str
+    memory: int
+    vcpus: int
+    disk_size: int
+    image: str
+    disk_mode: str
+    interfaces: tuple[InterfaceSpec, ...]
+    running: bool
+    autostart: bool
+    delete_disk: bool
+    ip: str
+    kernel: str
+    initrd: str
+    cmdline: str
+    graphics: str
+    shutdown_timeout: int
+
+
+@dataclass(frozen=True)
+class HostConf:
+    key: str
+    spec: HostSpec
+    guests: tuple[GuestConf, ...]
+
+
+@dataclass(frozen=True)
+class FleetConf:
+    images: dict[str, LocalImage]
+    hosts: tuple[HostConf, ...]
+
+
+def _mapping(key: str, value: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"must be a mapping, got {type(value).__name__}")
+    for k in value:
+        if k not in allowed:
+            close = difflib.get_close_matches(str(k), sorted(allowed), n=1, cutoff=0.5)
+            hint = f"Did you mean `{close[0]}`?" if close else f"Known keys: {', '.join(sorted(allowed))}"
+            raise ConfigError(f"{key}.{k}", "unknown key", hint)
+    return value
+
+
+def _images(raw: Any, load: Callable[[str, str, str], LocalImage]) -> dict[str, LocalImage]:
+    images = _mapping("images", raw if raw is not None else {}, set(raw or {}))
+    out = {}
+    for name, conf in images.items():
+        key = f"images.{v.name('images', name, 'image name')}"
+        conf = _mapping(key, conf, IMAGE_KEYS)
+        if not isinstance(conf.get("path"), str) or not conf["path"]:
+            raise ConfigError(f"{key}.path", "is missing", "Give the image file, e.g. result/baseline.qcow2")
+        out[name] = load(key, conf["path"], str(conf.get("build") or ""))
+    return out
+
+
+def _interfaces(key: str, g: dict[str, Any], host_nic: str) -> tuple[InterfaceSpec, ...]:
+    if "interfaces" in g:
+        if not isinstance(g["interfaces"], list) or not g["interfaces"]:
+            raise ConfigError(f"{key}.interfaces", "must be a non-empty list of {type, source, mac}")
+        return tuple(InterfaceSpec.from_props(_mapping(f"{key}.interfaces[{n}]", i, IFACE_KEYS),
+                                              f"{key}.interfaces[{n}]") for n, i in enumerate(g["interfaces"]))
+    if "mac" not in g:
+        raise ConfigError(f"{key}.mac", "is missing", "Give the guest a fixed MAC, e.g. 52:54:00:12:34:56")
+    if not host_nic:
+        raise ConfigError(f"{key}.mac", "a macvtap interface needs the host's NIC",
+                          "Set hostNic on the host, or give the guest `interfaces`")
+    return (InterfaceSpec("direct", host_nic, v.mac(f"{key}.mac", g["mac"])),)
+
+
+def _guest(key: str, gkey: str, host: str, g: Any, host_nic: str, images: dict[str, LocalImage]) -> GuestConf:
+    g = _mapping(key, g, GUEST_KEYS)
+    image = g.get("image")
+    if image not in images:
+        raise ConfigError(f"{key}.image", f"unknown image {image!r}",
+                          f"Use one of: {', '.join(sorted(images)) or '(define virtfleet:images first)'}")
+    img = images[image]
+    disk_size = v.size(f"{key}.diskSize", g.get("diskSize", max(1, -(-img.virtual_size // (1 << 30)))),
+                       "diskSize", 1 << 20, 64 << 40)
+    if disk_size < img.virtual_size:
+        raise ConfigError(f"{key}.diskSize", f"{disk_size} bytes is smaller than image {image!r} "
+                          f"({img.virtual_size} bytes)", "Make diskSize at least the image's size")
+    return GuestConf(
+        key=gkey, host=host, name=v.name(f"{key}.name", g.get("name", gkey), "guest name"),
+        memory=v.size(f"{key}.memory", g.get("memory"), "memory", 16 << 20, v.MAX_MEMORY),
+        vcpus=v.integer(f"{key}.vcpus", g.get("vcpus", 1), 1, v.MAX_VCPUS, "vcpus"),
+        disk_size=disk_size, image=image,
+        disk_mode=v.choice(f"{key}.disk", g.get("disk", "overlay"), DISK_MODES, "disk"),
+        interfaces=_interfaces(key, g, host_nic),
+        running=v.boolean(f"{key}.running", g.get("running", True)),
+        autostart=v.boolean(f"{key}.autostart", g.get("autostart", True)),
+        delete_disk=v.boolean(f"{key}.deleteDiskOnDestroy", g.get("deleteDiskOnDestroy", False)),
+        ip=str(g.get("ip") or ""),
+        kernel=v.abs_path(f"{key}.kernel", g["kernel"], "kernel") if g.get("kernel") else "",
+        initrd=v.abs_path(f"{key}.initrd", g["initrd"], "initrd") if g.get("initrd") else "",
+        cmdline=str(g.get("cmdline") or ""),
+        graphics=v.choice(f"{key}.graphics", g.get("graphics", "spice"), GRAPHICS, "graphics"),
+        shutdown_timeout=v.integer(f"{key}.shutdownTimeout", g.get("shutdownTimeout", 60), 0, 3600,
+                                   "shutdownTimeout"))
+
+
+def _host(hkey: str, h: Any, images: dict[str, LocalImage]) -> HostConf:
+    key = f"hosts.{v.name('hosts', hkey, 'host name')}"
+    h = _mapping(key, h, HOST_KEYS)
+    if "address" not in h:
+        raise ConfigError(f"{key}.address", "is missing", "Give the host's IP address or DNS name")
+    conn = Connection.from_props({"host": hkey, "address": h["address"], "port": h.get("port", 22),
+                                  "user": h.get("user", "root"), "hostKey": h.get("hostKey", ""),
+                                  "sshKeyFile": h.get("sshKeyFile", "")}, key)
+    pool = PoolSpec.from_props(_mapping(f"{key}.pool", h.get("pool") or {}, POOL_KEYS), f"{key}.pool")
+    nic = v.nic(f"{key}.hostNic", h["hostNic"]) if h.get("hostNic") else ""
+    spec = HostSpec(conn, pool, nic, v.choice(f"{key}.virtType", h.get("virtType", "kvm"), VIRT_TYPES, "virtType"))
+    guests = _mapping(f"{key}.guests", h.get("guests") or {}, set(h.get("guests") or {}))
+    return HostConf(hkey, spec, tuple(_guest(f"{key}.guests.{v.name(f'{key}.guests', g, 'guest key')}", g, hkey,
+                                             gconf, nic, images) for g, gconf in guests.items()))
+
+
+def _cross_checks(hosts: tuple[HostConf, ...]) -> None:
+    keys: dict[str, str] = {}
+    names: dict[tuple[str, str], str] = {}
+    macs: dict[str, str] = {}
+    for h in hosts:
+        for g in h.guests:
+            where = f"hosts.{h.key}.guests.{g.key}"
+            if g.key in keys:
+                raise ConfigError(where, f"guest key {g.key!r} is also used at {keys[g.key]}",
+                                  "Guest keys are the stack's identities: make them unique (set `name` to reuse a "
+                                  "domain name on another host)")
+            keys[g.key] = where
+            addr = (h.spec.conn.address, g.name)
+            if addr in names:
+                raise ConfigError(f"{where}.name", f"guest name {g.name!r} is used twice on host {h.key} "
+                                  f"(also {names[addr]})", "Domain names are unique per host: rename one")
+            names[addr] = where
+            for n, iface in enumerate(g.interfaces):
+                if iface.mac in macs:
+                    raise ConfigError(f"{where}.mac" if len(g.interfaces) == 1 else f"{where}.interfaces[{n}].mac",
+                                      f"MAC {iface.mac} is also used at {macs[iface.mac]}", "Give every guest its own MAC")
+                macs[iface.mac] = where
+
+
+def parse(raw: dict[str, Any], load: Callable[[str, str, str], LocalImage]) -> FleetConf:
+    """raw = {"images": ..., "hosts": ...} as read from the stack config; `load` describes an image file."""
+    images = _images(raw.get("images"), load)
+    hosts_raw = raw.get("hosts")
+    if not isinstance(hosts_raw, dict) or not hosts_raw:
+        raise ConfigError("hosts", "no hosts are configured", "Add at least one host under virtfleet:hosts")
+    hosts = tuple(_host(k, h, images) for k, h in hosts_raw.items())
+    _cross_checks(hosts)
+    return FleetConf(images, hosts)
+
+
+def unknown_top_keys(keys: list[str]) -> None:
+    """Raise for a `virtfleet:` key the program does not know (e.g. virtfleet:host)."""
+    for k in keys:
+        if k not in TOP_KEYS:
+            close = difflib.get_close_matches(k, sorted(TOP_KEYS), n=1, cutoff=0.5)
+            raise ConfigError(k, "unknown key", f"Did you mean `virtfleet:{close[0]}`?" if close else
+                              f"Known keys: {', '.join(sorted(TOP_KEYS))}")

@@ -1,0 +1,47 @@
+"""Machine: one guest = its disk (Volume) + its domain (Guest), under one component.
+
+The component is named by the guest key only (not parented to its host), so moving a guest to another
+host keeps its URN and Pulumi plans a replacement (old one removed first), not an unrelated create.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pulumi
+
+from providers.guest import Guest
+from providers.volume import Volume
+
+from .config import GuestConf
+from .hypervisor import Hypervisor
+
+
+class Machine(pulumi.ComponentResource):
+    def __init__(self, conf: GuestConf, hv: Hypervisor, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("virtfleet:fleet:Machine", conf.key, None, opts)
+        self.key = conf.key
+        spec = hv.conf.spec
+        conn = spec.conn.to_props()
+        base = hv.base_images[conf.image]
+        self.volume = Volume(
+            f"{conf.key}-disk",
+            {"connection": conn, "pool": spec.pool.name, "name": f"{conf.name}.qcow2", "capacity": conf.disk_size,
+             "mode": conf.disk_mode, "baseVolume": hv.base_volume_names[conf.image], "baseFormat": hv.images_format[conf.image],
+             "deleteOnDestroy": conf.delete_disk},
+            pulumi.ResourceOptions(parent=self, depends_on=[hv.host, base]))
+        self.guest = Guest(
+            conf.key,
+            {"connection": conn, "name": conf.name,
+             "owner": {"project": pulumi.get_project(), "stack": pulumi.get_stack(), "resource": conf.key},
+             "memory": conf.memory, "vcpus": conf.vcpus, "virtType": spec.virt_type, "diskPath": spec.pool.volume_path(f"{conf.name}.qcow2"),
+             "diskFormat": "qcow2", "interfaces": [i.to_props() for i in conf.interfaces], "graphics": conf.graphics,
+             "running": conf.running, "autostart": conf.autostart, "kernel": conf.kernel, "initrd": conf.initrd,
+             "cmdline": conf.cmdline, "shutdownTimeout": conf.shutdown_timeout, "ip": conf.ip},
+            pulumi.ResourceOptions(parent=self, depends_on=[self.volume]))
+        self.outputs = {
+            "host": conf.host, "uuid": self.guest.uuid, "mac": conf.interfaces[0].mac, "ip": conf.ip,
+            "state": self.guest.state, "uri": self.guest.uri, "console": self.guest.consoleCommand,
+            "disk": self.volume.path,
+        }
+        self.register_outputs(self.outputs)

@@ -1,0 +1,62 @@
+"""What the four dynamic providers share: configure, check via the spec, diff via the change table."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, ClassVar
+
+from pulumi.dynamic import CheckFailure, CheckResult, ConfigureRequest, DiffResult, ResourceProvider
+
+from pulumi.output import Unknown
+from pulumi.runtime.rpc import UNKNOWN
+
+from . import diff as difftab
+from .errors import ConfigError
+from .remote import session
+
+PROVIDER_KEY = "__provider"
+
+
+def inputs_of(props: dict[str, Any]) -> dict[str, Any]:
+    """Props without the engine's pickled provider."""
+    return {k: v for k, v in props.items() if k != PROVIDER_KEY}
+
+
+def has_unknowns(value: Any) -> bool:
+    """True when a value (or anything inside it) is not known until another resource is created."""
+    if isinstance(value, dict):
+        return any(has_unknowns(x) for x in value.values())
+    if isinstance(value, list):
+        return any(has_unknowns(x) for x in value)
+    return isinstance(value, Unknown) or value == UNKNOWN
+
+
+def say(message: str) -> None:
+    """A line for the operator; the engine shows the provider's stderr in verbose logs."""
+    print(f"virtfleet: {message}", file=sys.stderr, flush=True)
+
+
+class BaseProvider(ResourceProvider):
+    """Subclasses set `parse` (props -> spec, raising ConfigError) and `table` (the change table).
+
+    Instances hold no state: connections live in `remote.session`'s per-process cache.
+    """
+
+    parse: ClassVar[Callable[[dict[str, Any]], Any]]
+    table: ClassVar[dict[str, str]]
+
+    def configure(self, req: ConfigureRequest) -> None:
+        session.set_private_key(req.config.get("virtfleet:sshPrivateKey"))
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        if has_unknowns(news):  # preview with values other resources will produce: checked again at create
+            return CheckResult(news, [])
+        try:
+            type(self).parse(news)
+        except ConfigError as exc:
+            return CheckResult(news, [CheckFailure(exc.key, str(exc))])
+        return CheckResult(news, [])
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        p = difftab.plan(type(self).table, olds, news)
+        return DiffResult(changes=p.has_changes, replaces=p.replaces, delete_before_replace=True)

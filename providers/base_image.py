@@ -1,0 +1,128 @@
+"""BaseImage: one local image on one host, as a read-only volume named by its sha256.
+
+create: nothing is sent when the host already has the digest.  Otherwise the file is uploaded with
+libvirt's sparse stream into a temporary volume, its size and sha256 are verified ON THE HOST, and only
+then is it renamed to its published name: a broken upload is never used.  Replace-only.
+delete: refused while any volume still uses it as a backing file (the volume is kept and reported).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from typing import Any, Optional
+
+import libvirt
+import pulumi
+from pulumi.dynamic import CreateResult, ReadResult, Resource
+
+from . import diff as difftab
+from . import xmlgen
+from .base import BaseProvider, inputs_of, say
+from .errors import HostError
+from .remote import session, storage
+from .spec import BaseImageSpec
+
+UPLOAD_PREFIX = "vfupload-"
+
+
+def _refresh(p: libvirt.virStoragePool) -> None:
+    for attempt in range(20):
+        try:
+            p.refresh(0)
+            return
+        except libvirt.libvirtError:
+            if attempt == 19:
+                raise
+            time.sleep(0.25)
+
+
+def _clear_stale_uploads(p: libvirt.virStoragePool, digest: str) -> None:
+    for name in p.listVolumes():
+        if name.startswith(f"{UPLOAD_PREFIX}{digest[:16]}-"):
+            storage.delete(p, name)
+
+
+def _upload(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[int, str]:
+    """Upload under a temporary name, verify, publish.  Returns (bytes sent, published path)."""
+    c = spec.conn
+    if not os.path.isfile(spec.source) or os.path.getsize(spec.source) != spec.size:
+        raise HostError(c.host, f"uploading image {spec.image!r}",
+                        f"local file {spec.source!r} is missing or changed since the preview", "Run `pulumi up` again")
+    _clear_stale_uploads(p, spec.sha256)
+    tmp_name = f"{UPLOAD_PREFIX}{spec.sha256[:16]}-{secrets.token_hex(4)}"
+    vol = storage.create(p, xmlgen.volume(tmp_name, spec.size, "raw"))
+    try:
+        def progress(done: int, total: int) -> None:
+            say(f"{c.host}: uploading {spec.image} {100 * done // max(total, 1)}%")
+        t0 = time.monotonic()
+        sent = storage.upload_sparse(session.virt(c), vol, spec.source, progress)
+        tmp_path = vol.path()
+        got = storage.sha256_on_host(c, tmp_path)
+        if got != spec.sha256:
+            raise HostError(c.host, f"verifying the upload of {spec.image!r}",
+                            f"sha256 on the host is {got[:16]}..., expected {spec.sha256[:16]}...",
+                            "The upload was discarded; run `pulumi up` again")
+        final = os.path.join(os.path.dirname(tmp_path), spec.volume_name)
+        session.run(c, ["chmod", "0444", "--", tmp_path])
+        session.run(c, ["mv", "-T", "--", tmp_path, final])
+        say(f"{c.host}: {spec.image} uploaded, {sent >> 20} MiB sent in {time.monotonic() - t0:.1f}s")
+    except BaseException:
+        storage.delete(p, tmp_name)
+        raise
+    _refresh(p)
+    return sent, final
+
+
+class BaseImageProvider(BaseProvider):
+    parse = BaseImageSpec.from_props
+    table = difftab.BASE_IMAGE_TABLE
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        spec = BaseImageSpec.from_props(props)
+        p = storage.pool(spec.conn, spec.pool)
+        _refresh(p)
+        vol = storage.lookup_volume(p, spec.volume_name)
+        if vol is not None:
+            sent, path, reused = 0, vol.path(), True
+        else:
+            sent, path = _upload(spec, p)
+            reused = False
+        outs = {**inputs_of(props), "volumeName": spec.volume_name, "path": path, "bytesSent": sent,
+                "reused": reused}
+        return CreateResult(f"{spec.conn.host}:{spec.volume_name}", outs)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        spec = BaseImageSpec.from_props(props)
+        p = storage.pool(spec.conn, spec.pool)
+        if storage.lookup_volume(p, spec.volume_name) is None:
+            return ReadResult(None, {})
+        return ReadResult(id_, inputs_of(props))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        spec = BaseImageSpec.from_props(props)
+        p = storage.lookup_pool(session.virt(spec.conn), spec.pool)
+        if p is None:
+            return
+        vol = storage.lookup_volume(p, spec.volume_name)
+        if vol is None:
+            return
+        users = storage.users_of(p, vol.path())
+        if users:
+            say(f"{spec.conn.host}: kept base volume {spec.volume_name}: still the backing file of "
+                f"{', '.join(users)}")
+            return
+        storage.delete(p, spec.volume_name)
+
+
+class BaseImage(Resource, module="virtfleet", name="BaseImage"):
+    volumeName: pulumi.Output[str]
+    path: pulumi.Output[str]
+    bytesSent: pulumi.Output[int]
+    reused: pulumi.Output[bool]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__(BaseImageProvider(), name,
+                         {**props, "volumeName": None, "path": None, "bytesSent": None, "reused": None},
+                         opts)

@@ -1,0 +1,141 @@
+"""Guest: a libvirt domain generated from a GuestSpec.
+
+create: transactional (a start failure undefines what was defined); a name already used on the host
+by anything else is refused, never taken over; a domain left by an interrupted run of this same
+resource (same owner metadata) is adopted.
+read: the live domain: running or not, autostart, and whether its definition drifted (only managed
+fields are compared, so what libvirt adds never counts).  Gone only for a real "no such domain".
+update: redefine with the same UUID; restart (graceful shutdown, then start) only for restart-class
+changes of a running guest; start/stop for `running`.
+delete: graceful shutdown, wait, destroy, undefine (NVRAM, managed save, snapshot metadata).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import libvirt
+import pulumi
+from pulumi.dynamic import CheckResult, CreateResult, ReadResult, Resource, UpdateResult
+
+from . import diff as difftab
+from . import xmlgen
+from .base import BaseProvider, inputs_of, say
+from .errors import HostError, UnsafeChange
+from .remote import domains, session
+from .spec import GuestSpec
+
+LIVE_KEYS = ("uuid", "state", "xmlDrift", "restartOnUpdate", "consoleCommand", "uri")
+
+
+def _managed(xml: str) -> dict[str, Any]:
+    seen = xmlgen.observe_domain(xml)
+    seen.pop("uuid", None)
+    return seen
+
+
+def _outs(spec: GuestSpec, props: dict[str, Any], dom: libvirt.virDomain) -> dict[str, Any]:
+    live_xml = domains.inactive_xml(dom)
+    uuid = dom.UUIDString()
+    drift = _managed(live_xml) != _managed(xmlgen.domain(spec, uuid))
+    c = spec.conn
+    return {**inputs_of(props), "uuid": uuid, "state": domains.state(dom), "running": bool(dom.isActive()),
+            "autostart": bool(dom.autostart()), "xmlDrift": drift, "uri": c.uri,
+            "consoleCommand": f"virsh -c {c.uri} console {spec.name}"}
+
+
+def _apply_power(spec: GuestSpec, dom: libvirt.virDomain, restart: bool) -> None:
+    if bool(dom.autostart()) != spec.autostart:
+        dom.setAutostart(int(spec.autostart))
+    active = bool(dom.isActive())
+    if active and spec.running and restart:
+        how = domains.stop(dom, spec.shutdown_timeout)
+        say(f"{spec.conn.host}: restarted {spec.name} ({how} shutdown) to apply the change")
+        domains.start(dom)
+    elif spec.running and not active:
+        domains.start(dom)
+    elif not spec.running and active:
+        domains.stop(dom, spec.shutdown_timeout)
+
+
+def _define_new(conn: libvirt.virConnect, spec: GuestSpec, uuid: str = "") -> libvirt.virDomain:
+    """Define and bring to the wanted power state; on any failure the new definition is removed."""
+    dom = conn.defineXML(xmlgen.domain(spec, uuid))
+    try:
+        _apply_power(spec, dom, restart=False)
+    except libvirt.libvirtError as exc:
+        try:
+            domains.remove(dom, 0)
+        finally:
+            raise HostError(spec.conn.host, f"starting guest {spec.name!r}", str(exc),
+                            "The new definition was removed again; fix the cause and run `pulumi up`") from exc
+    return dom
+
+
+class GuestProvider(BaseProvider):
+    parse = GuestSpec.from_props
+    table = difftab.GUEST_TABLE
+
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        result = super().check(olds, news)
+        if olds and not result.failures:
+            restart = difftab.plan(difftab.GUEST_TABLE, olds, news).restart
+            news = {**news, "restartOnUpdate": ", ".join(restart)}  # shown by the preview when it applies
+            result = CheckResult(news, result.failures)
+        return result
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        spec = GuestSpec.from_props(props)
+        conn = session.virt(spec.conn)
+        existing = domains.by_name(conn, spec.name)
+        if existing is None:
+            dom = _define_new(conn, spec)
+        else:
+            owner = xmlgen.observe_domain(domains.inactive_xml(existing))["owner"]
+            if owner != spec.owner.__dict__:
+                who = f"{owner['project']}/{owner['stack']}/{owner['resource']}" if owner else \
+                    "something outside virtfleet"
+                raise UnsafeChange(
+                    f"host {spec.conn.host}: a guest named {spec.name!r} already exists, managed by {who}: "
+                    "not taken over, nothing changed. Pick another name for this guest, or remove the other one")
+            say(f"{spec.conn.host}: adopting {spec.name} left by an interrupted run of this stack")
+            dom = conn.defineXML(xmlgen.domain(spec, existing.UUIDString()))
+            _apply_power(spec, dom, restart=False)
+        return CreateResult(dom.UUIDString(), _outs(spec, props, dom))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        spec = GuestSpec.from_props(props)
+        dom = domains.by_uuid(session.virt(spec.conn), id_)
+        if dom is None:
+            return ReadResult(None, {})
+        return ReadResult(id_, _outs(spec, props, dom))
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        spec = GuestSpec.from_props(news)
+        conn = session.virt(spec.conn)
+        dom = domains.by_uuid(conn, id_)
+        if dom is None:  # removed outside since the last refresh: define it again with its UUID
+            return UpdateResult(_outs(spec, news, _define_new(conn, spec, id_)))
+        p = difftab.plan(difftab.GUEST_TABLE, olds, news)
+        dom = conn.defineXML(xmlgen.domain(spec, id_))
+        _apply_power(spec, dom, restart=bool(p.restart))
+        return UpdateResult(_outs(spec, news, dom))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        spec = GuestSpec.from_props(props)
+        dom = domains.by_uuid(session.virt(spec.conn), id_)
+        if dom is not None:
+            how = domains.remove(dom, spec.shutdown_timeout)
+            say(f"{spec.conn.host}: removed {spec.name} ({how} shutdown)")
+
+
+class Guest(Resource, module="virtfleet", name="Guest"):
+    uuid: pulumi.Output[str]
+    state: pulumi.Output[str]
+    running: pulumi.Output[bool]
+    uri: pulumi.Output[str]
+    consoleCommand: pulumi.Output[str]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__(GuestProvider(), name,
+                         {**props, **{k: None for k in LIVE_KEYS if k not in props}}, opts)

@@ -1,0 +1,109 @@
+"""Domains on a host: lookup, define, start, graceful stop, removal.  Not-found aware."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import libvirt
+
+from . import is_not_found
+
+STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate", libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running", libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting-down", libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed", libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                  | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+
+
+def by_uuid(conn: libvirt.virConnect, uuid: str) -> Optional[libvirt.virDomain]:
+    try:
+        return conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+
+
+def by_name(conn: libvirt.virConnect, name: str) -> Optional[libvirt.virDomain]:
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+
+
+def state(dom: libvirt.virDomain) -> str:
+    return STATES.get(dom.state()[0], "unknown")
+
+
+def inactive_xml(dom: libvirt.virDomain) -> str:
+    return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+
+
+def start(dom: libvirt.virDomain) -> None:
+    if not dom.isActive():
+        dom.create()
+
+
+def wait_shutoff(dom: libvirt.virDomain, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not dom.isActive():
+                return True
+        except libvirt.libvirtError as exc:
+            if is_not_found(exc):
+                return True
+            raise
+        time.sleep(0.2)
+    return not dom.isActive()
+
+
+def stop(dom: libvirt.virDomain, timeout: float) -> str:
+    """Graceful ACPI shutdown, wait up to `timeout` s, then power off.  Returns "graceful"/"forced"/"stopped"."""
+    try:
+        if not dom.isActive():
+            return "stopped"
+        if timeout > 0:
+            try:
+                dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+            except libvirt.libvirtError as exc:
+                if is_not_found(exc) or not dom.isActive():
+                    return "stopped"
+            if wait_shutoff(dom, timeout):
+                return "graceful"
+        try:
+            dom.destroy()
+        except libvirt.libvirtError as exc:
+            if not (is_not_found(exc) or exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID):
+                raise
+        return "forced"
+    except libvirt.libvirtError as exc:
+        if is_not_found(exc):
+            return "stopped"
+        raise
+
+
+def undefine(dom: libvirt.virDomain) -> None:
+    """Undefine with NVRAM, managed save, snapshot and checkpoint metadata; gone already is fine."""
+    try:
+        dom.undefineFlags(UNDEFINE_FLAGS)
+    except libvirt.libvirtError as exc:
+        if is_not_found(exc):
+            return
+        if exc.get_error_code() in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+            dom.undefine()
+            return
+        raise
+
+
+def remove(dom: libvirt.virDomain, timeout: float) -> str:
+    """Graceful shutdown -> destroy -> undefine.  Returns how it stopped."""
+    how = stop(dom, timeout)
+    undefine(dom)
+    return how

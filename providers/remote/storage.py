@@ -1,0 +1,165 @@
+"""Storage on a host: the pool, volumes, sparse uploads, backing-file users.  Not-found aware."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Optional
+
+import libvirt
+
+from .. import xmlgen
+from ..errors import HostError
+from ..spec import Connection, PoolSpec
+from . import is_not_found, session
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+def lookup_pool(conn: libvirt.virConnect, name: str) -> Optional[libvirt.virStoragePool]:
+    try:
+        return conn.storagePoolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+
+
+def pool(c: Connection, name: str) -> libvirt.virStoragePool:
+    p = lookup_pool(session.virt(c), name)
+    if p is None:
+        raise HostError(c.host, f"finding storage pool {name!r}", "it does not exist",
+                        "Let the Host resource create it (check its pool settings), then run `pulumi up` again")
+    if not p.isActive():
+        p.create(0)
+    return p
+
+
+def ensure_pool(c: Connection, spec: PoolSpec) -> dict[str, object]:
+    """Make the pool exist, built, active and autostarted.  Returns {"created": bool, "path": ...}."""
+    conn = session.virt(c)
+    p = lookup_pool(conn, spec.name)
+    created = p is None
+    if p is None:
+        if spec.type == "logical":
+            rc, _, _ = session.run(c, ["vgs", "--noheadings", spec.vg], check=False)
+            if rc != 0:
+                raise HostError(c.host, f"creating LVM pool {spec.name!r}", f"volume group {spec.vg!r} not found",
+                                f"Create it on the host (`vgcreate {spec.vg} /dev/DEVICE`) or use a dir pool")
+        p = conn.storagePoolDefineXML(xmlgen.pool(spec), 0)
+        try:
+            if spec.type == "dir":
+                p.build(0)
+            p.create(0)
+        except libvirt.libvirtError as exc:
+            p.undefine()
+            raise HostError(c.host, f"creating pool {spec.name!r}", str(exc)) from exc
+    elif not p.isActive():
+        p.create(0)
+    if not p.autostart():
+        p.setAutostart(1)
+    return {"created": created, "path": spec.path}
+
+
+def lookup_volume(p: libvirt.virStoragePool, name: str) -> Optional[libvirt.virStorageVol]:
+    try:
+        return p.storageVolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+
+
+def volumes(p: libvirt.virStoragePool) -> list[dict[str, object]]:
+    """Every volume of the pool, observed (name, path, capacity, backing file)."""
+    out = []
+    for vol in p.listAllVolumes(0):
+        try:
+            out.append(xmlgen.observe_volume(vol.XMLDesc(0)))
+        except libvirt.libvirtError as exc:
+            if not is_not_found(exc):  # removed while we listed: skip it
+                raise
+    return out
+
+
+def users_of(p: libvirt.virStoragePool, path: str) -> list[str]:
+    """Names of the volumes whose backing file is `path`."""
+    return sorted(str(v["name"]) for v in volumes(p) if v["backingPath"] == path)
+
+
+def create(p: libvirt.virStoragePool, xml: str) -> libvirt.virStorageVol:
+    return p.createXML(xml, 0)
+
+
+def delete(p: libvirt.virStoragePool, name: str) -> bool:
+    """Delete a volume; a volume that is already gone counts as deleted.  Returns whether it existed."""
+    vol = lookup_volume(p, name)
+    if vol is None:
+        return False
+    try:
+        vol.delete(0)
+    except libvirt.libvirtError as exc:
+        if not is_not_found(exc):
+            raise
+    return True
+
+
+def _hole_handler(size: int) -> Callable[[libvirt.virStream, int], list[object]]:
+    def handler(_stream: libvirt.virStream, fd: int) -> list[object]:
+        cur = os.lseek(fd, 0, os.SEEK_CUR)
+        try:
+            data = os.lseek(fd, cur, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole up to the end
+            data = size
+        if data > cur:
+            os.lseek(fd, cur, os.SEEK_SET)
+            return [False, data - cur]  # in a hole of this length
+        try:
+            hole = os.lseek(fd, cur, os.SEEK_HOLE)
+        except OSError:
+            hole = size
+        os.lseek(fd, cur, os.SEEK_SET)
+        return [True, hole - cur]
+    return handler
+
+
+def upload_sparse(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: str,
+                  progress: Optional[Progress] = None) -> int:
+    """Upload a local file into a volume; holes never cross the wire.  Returns the data bytes sent."""
+    size = os.path.getsize(path)
+    sent = [0]
+    fd = os.open(path, os.O_RDONLY)
+    last = [time.monotonic()]
+
+    def read(_stream: libvirt.virStream, nbytes: int, fd: int) -> bytes:
+        chunk = os.read(fd, nbytes)
+        sent[0] += len(chunk)
+        if progress and time.monotonic() - last[0] > 1.0:
+            last[0] = time.monotonic()
+            progress(os.lseek(fd, 0, os.SEEK_CUR), size)
+        return chunk
+
+    def skip(_stream: libvirt.virStream, length: int, fd: int) -> int:
+        return os.lseek(fd, length, os.SEEK_CUR)
+
+    stream = conn.newStream(0)
+    try:
+        vol.upload(stream, 0, size, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
+        stream.sparseSendAll(read, _hole_handler(size), skip, fd)
+        stream.finish()
+    except BaseException:
+        try:
+            stream.abort()
+        except libvirt.libvirtError:
+            pass
+        raise
+    finally:
+        os.close(fd)
+    if progress:
+        progress(size, size)
+    return sent[0]
+
+
+def sha256_on_host(c: Connection, path: str) -> str:
+    _, out, _ = session.run(c, ["sha256sum", "--", path], timeout=1800)
+    return out.split()[0] if out else ""

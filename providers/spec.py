@@ -1,0 +1,241 @@
+"""Desired state of each resource as frozen dataclasses, built and validated at the provider boundary.
+
+Raw Pulumi property dicts (camelCase) stop here: `*.from_props` validates and returns a spec, `to_props`
+returns the dict the engine stores.  Nothing in this module touches a host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import validate as v
+
+VIRT_TYPES = ("kvm", "qemu")
+POOL_TYPES = ("dir", "logical")
+DISK_MODES = ("overlay", "copy")
+IFACE_TYPES = ("direct", "bridge", "network")
+GRAPHICS = ("spice", "vnc", "none")
+DEFAULT_SHUTDOWN_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach one host over SSH.  The private key itself never lives here (see remote.credentials)."""
+
+    host: str
+    address: str
+    port: int = 22
+    user: str = "root"
+    host_key: str = ""
+    ssh_key_file: str = ""
+
+    @property
+    def uri(self) -> str:
+        port = "" if self.port == 22 else f":{self.port}"
+        return f"qemu+ssh://{self.user}@{self.address}{port}/system"
+
+    def to_props(self) -> dict[str, Any]:
+        return {"host": self.host, "address": self.address, "port": self.port, "user": self.user,
+                "hostKey": self.host_key, "sshKeyFile": self.ssh_key_file}
+
+    @classmethod
+    def from_props(cls, p: dict[str, Any], key: str = "connection") -> Connection:
+        host_key = p.get("hostKey") or ""
+        return cls(host=v.name(f"{key}.host", p.get("host"), "host name"),
+                   address=v.address(f"{key}.address", p.get("address")),
+                   port=v.integer(f"{key}.port", p.get("port", 22), 1, 65535, "port"),
+                   user=v.name(f"{key}.user", p.get("user", "root"), "user"),
+                   host_key=v.host_key(f"{key}.hostKey", host_key) if host_key else "",
+                   ssh_key_file=str(p.get("sshKeyFile") or ""))
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    name: str = "guests"
+    type: str = "dir"
+    path: str = "/var/lib/virtfleet/guests"
+    vg: str = ""
+
+    def volume_path(self, volume: str) -> str:
+        """Where libvirt puts a volume of this pool (a file in a dir pool, an LV under /dev/VG)."""
+        return f"{self.path}/{volume}"
+
+    def to_props(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "path": self.path, "vg": self.vg}
+
+    @classmethod
+    def from_props(cls, p: dict[str, Any], key: str = "pool") -> PoolSpec:
+        ptype = v.choice(f"{key}.type", p.get("type", "dir"), POOL_TYPES, "pool type")
+        pname = v.name(f"{key}.name", p.get("name", "guests"), "pool name")
+        if ptype == "logical":
+            vg = v.name(f"{key}.vg", p.get("vg") or pname, "volume group")
+            return cls(name=pname, type=ptype, path=f"/dev/{vg}", vg=vg)
+        return cls(name=pname, type=ptype, path=v.abs_path(f"{key}.path", p.get("path", cls.path), "pool path"))
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    conn: Connection
+    pool: PoolSpec
+    host_nic: str = ""
+    virt_type: str = "kvm"
+
+    def to_props(self) -> dict[str, Any]:
+        return {"connection": self.conn.to_props(), "pool": self.pool.to_props(), "hostNic": self.host_nic,
+                "virtType": self.virt_type}
+
+    @classmethod
+    def from_props(cls, p: dict[str, Any]) -> HostSpec:
+        return cls(conn=Connection.from_props(p.get("connection") or {}),
+                   pool=PoolSpec.from_props(p.get("pool") or {}),
+                   host_nic=v.nic("hostNic", p["hostNic"]) if p.get("hostNic") else "",
+                   virt_type=v.choice("virtType", p.get("virtType", "kvm"), VIRT_TYPES, "virtType"))
+
+
+@dataclass(frozen=True)
+class BaseImageSpec:
+    """One image on one host: a read-only volume named by the content digest."""
+
+    conn: Connection
+    pool: str
+    image: str
+    source: str
+    sha256: str
+    size: int
+    format: str
+
+    @property
+    def volume_name(self) -> str:
+        return f"vfbase-{self.sha256}.{self.format}"
+
+    def to_props(self) -> dict[str, Any]:
+        return {"connection": self.conn.to_props(), "pool": self.pool, "image": self.image,
+                "source": self.source, "sha256": self.sha256, "size": self.size, "format": self.format}
+
+    @classmethod
+    def from_props(cls, p: dict[str, Any]) -> BaseImageSpec:
+        digest = str(p.get("sha256", ""))
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise v.ConfigError("sha256", f"{digest!r} is not a sha256 hex digest")
+        return cls(conn=Connection.from_props(p.get("connection") or {}), pool=v.name("pool", p.get("pool")),
+                   image=v.name("image", p.get("image"), "image name"), source=str(p.get("source", "")),
+                   sha256=digest, size=int(p.get("size", 0)),
+                   format=v.choice("format", p.get("format"), ("raw", "qcow2"), "image format"))
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """A guest disk: a qcow2 overlay on a base volume, or a full copy of it."""
+
+    conn: Connection
+    pool: str
+    name: str
+    capacity: int
+    mode: str
+    base_volume: str
+    base_format: str
+    delete_on_destroy: bool = False
+
+    def to_props(self) -> dict[str, Any]:
+        return {"connection": self.conn.to_props(), "pool": self.pool, "name": self.name,
+                "capacity": self.capacity, "mode": self.mode, "baseVolume": self.base_volume,
+                "baseFormat": self.base_format, "deleteOnDestroy": self.delete_on_destroy}
+
+    @classmethod
+    def from_props(cls, p: dict[str, Any]) -> VolumeSpec:
+        return cls(conn=Connection.from_props(p.get("connection") or {}), pool=v.name("pool", p.get("pool")),
+                   name=v.name("name", p.get("name"), "volume name", 255),
+                   capacity=v.integer("capacity", p.get("capacity"), 1 << 20, 1 << 50, "capacity"),
+                   mode=v.choice("mode", p.get("mode", "overlay"), DISK_MODES, "disk"),
+                   base_volume=v.name("baseVolume", p.get("baseVolume"), "base volume", 255),
+                   base_format=v.choice("baseFormat", p.get("baseFormat"), ("raw", "qcow2"), "base format"),
+                   delete_on_destroy=v.boolean("deleteOnDestroy", p.get("deleteOnDestroy", False)))
+
+
+@dataclass(frozen=True)
+class InterfaceSpec:
+    type: str
+    source: str
+    mac: str
+    model: str = "virtio"
+
+    def to_props(self) -> dict[str, Any]:
+        return {"type": self.type, "source": self.source, "mac": self.mac, "model": self.model}
+
+    @classmethod
+    def from_props(cls, p: dict[str, Any], key: str) -> InterfaceSpec:
+        itype = v.choice(f"{key}.type", p.get("type", "direct"), IFACE_TYPES, "interface type")
+        source = v.nic(f"{key}.source", p.get("source")) if itype != "network" else \
+            v.name(f"{key}.source", p.get("source"), "network name")
+        return cls(type=itype, source=source, mac=v.mac(f"{key}.mac", p.get("mac")),
+                   model=v.choice(f"{key}.model", p.get("model", "virtio"), ("virtio", "e1000", "rtl8139"), "model"))
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who manages a guest; written into the domain's <metadata>."""
+
+    project: str
+    stack: str
+    resource: str
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    conn: Connection
+    name: str
+    owner: Owner
+    memory: int  # bytes
+    vcpus: int
+    virt_type: str
+    disk_path: str
+    disk_format: str = "qcow2"
+    interfaces: tuple[InterfaceSpec, ...] = ()
+    graphics: str = "spice"
+    running: bool = True
+    autostart: bool = True
+    kernel: str = ""
+    initrd: str = ""
+    cmdline: str = ""
+    shutdown_timeout: int = DEFAULT_SHUTDOWN_TIMEOUT
+    ip: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def replace(self, **changes: Any) -> GuestSpec:
+        return dataclasses.replace(self, **changes)
+
+    def to_props(self) -> dict[str, Any]:
+        return {"connection": self.conn.to_props(), "name": self.name,
+                "owner": dataclasses.asdict(self.owner), "memory": self.memory, "vcpus": self.vcpus,
+                "virtType": self.virt_type, "diskPath": self.disk_path, "diskFormat": self.disk_format,
+                "interfaces": [i.to_props() for i in self.interfaces], "graphics": self.graphics,
+                "running": self.running, "autostart": self.autostart, "kernel": self.kernel,
+                "initrd": self.initrd, "cmdline": self.cmdline, "shutdownTimeout": self.shutdown_timeout,
+                "ip": self.ip}
+
+    @classmethod
+    def from_props(cls, p: dict[str, Any]) -> GuestSpec:
+        owner = p.get("owner") or {}
+        ifaces = p.get("interfaces") or []
+        if not isinstance(ifaces, list):
+            raise v.ConfigError("interfaces", "must be a list of {type, source, mac}")
+        return cls(
+            conn=Connection.from_props(p.get("connection") or {}), name=v.name("name", p.get("name"), "guest name"),
+            owner=Owner(str(owner.get("project", "")), str(owner.get("stack", "")), str(owner.get("resource", ""))),
+            memory=v.size("memory", p.get("memory"), "memory", 16 << 20, v.MAX_MEMORY, 1),
+            vcpus=v.integer("vcpus", p.get("vcpus", 1), 1, v.MAX_VCPUS, "vcpus"),
+            virt_type=v.choice("virtType", p.get("virtType", "kvm"), VIRT_TYPES, "virtType"),
+            disk_path=v.abs_path("diskPath", p.get("diskPath"), "disk path"),
+            disk_format=v.choice("diskFormat", p.get("diskFormat", "qcow2"), ("raw", "qcow2"), "disk format"),
+            interfaces=tuple(InterfaceSpec.from_props(i, f"interfaces[{n}]") for n, i in enumerate(ifaces)),
+            graphics=v.choice("graphics", p.get("graphics", "spice"), GRAPHICS, "graphics"),
+            running=v.boolean("running", p.get("running", True)),
+            autostart=v.boolean("autostart", p.get("autostart", True)),
+            kernel=v.abs_path("kernel", p["kernel"], "kernel") if p.get("kernel") else "",
+            initrd=v.abs_path("initrd", p["initrd"], "initrd") if p.get("initrd") else "",
+            cmdline=str(p.get("cmdline") or ""),
+            shutdown_timeout=v.integer("shutdownTimeout", p.get("shutdownTimeout", DEFAULT_SHUTDOWN_TIMEOUT),
+                                       0, 3600, "shutdownTimeout"),
+            ip=str(p.get("ip") or ""))

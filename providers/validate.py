@@ -1,0 +1,141 @@
+"""Field validators shared by the stack config parser and the providers' `check`.
+
+Each returns the normalised value or raises ConfigError naming the key, the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import re
+import struct
+from typing import Any
+
+from .errors import ConfigError
+from .units import parse_size
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_NAME = 64
+MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+NIC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,14}$")
+HOST_KEY_TYPES = {"ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                  "ecdsa-sha2-nistp521"}
+MAX_MEMORY = 16 << 40  # 16 TiB: anything larger is a typo
+MAX_VCPUS = 1024
+
+
+def name(key: str, value: Any, what: str = "name", max_len: int = MAX_NAME) -> str:
+    """A libvirt-safe name: letters, digits, '.', '_', '-'; no '/', '..', spaces or quotes; <= max_len."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, f"{what} must be a non-empty string, got {value!r}")
+    if len(value) > max_len:
+        raise ConfigError(key, f"{what} {value[:20]!r}... is {len(value)} characters, the limit is {max_len}",
+                          "Use a shorter name")
+    if not NAME_RE.match(value) or ".." in value:
+        raise ConfigError(key, f"{what} {value!r} contains characters that are not allowed",
+                          "Use only letters, digits, '.', '_' and '-' (no '/', '..', spaces, quotes, <, >, &), "
+                          "starting with a letter or digit")
+    return value
+
+
+def mac(key: str, value: Any) -> str:
+    """A unicast, non-zero MAC address, returned in lower case."""
+    if not isinstance(value, str) or not MAC_RE.match(value):
+        raise ConfigError(key, f"{value!r} is not a MAC address", "Write six hex pairs, e.g. D2:91:69:C0:14:9A")
+    first = int(value[:2], 16)
+    if first & 1:
+        raise ConfigError(key, f"{value} is a multicast address (lowest bit of the first byte set)",
+                          "Use a unicast locally administered MAC: the first byte's second hex digit must be "
+                          "2, 6, A or E (e.g. 52:54:00:.. is QEMU's range)")
+    if value.replace(":", "") == "0" * 12:
+        raise ConfigError(key, "00:00:00:00:00:00 is not a usable MAC", "Pick a unicast MAC such as 52:54:00:12:34:56")
+    return value.lower()
+
+
+def boolean(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(key, f"{value!r} is not a boolean", "Write true or false")
+
+
+def integer(key: str, value: Any, lo: int, hi: int, what: str) -> int:
+    if isinstance(value, float) and value.is_integer():  # numbers cross the engine's RPC as floats
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ConfigError(key, f"{what} must be a whole number, got {value!r}")
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigError(key, f"{what} must be a whole number, got {value!r}") from None
+    if not lo <= n <= hi:
+        raise ConfigError(key, f"{what} {n} is out of range", f"Use a value from {lo} to {hi}")
+    return n
+
+
+def size(key: str, value: Any, what: str, lo: int, hi: int, default_unit: int = 1 << 30) -> int:
+    """Bytes for a size given as GiB number or a string with unit, within [lo, hi]."""
+    try:
+        n = parse_size(value, default_unit)
+    except ValueError as exc:
+        raise ConfigError(key, f"{what}: {exc}", "Write e.g. 4 (GiB), \"4GiB\" or \"512MiB\"") from None
+    if n < lo:
+        raise ConfigError(key, f"{what} {value!r} is too small", f"Use at least {lo >> 20} MiB")
+    if n > hi:
+        raise ConfigError(key, f"{what} {value!r} is absurdly large", f"Use at most {hi >> 30} GiB")
+    return n
+
+
+def address(key: str, value: Any) -> str:
+    """An IP address or a DNS name (no user@, no port, no spaces)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(key, "address is missing", "Give the host's IP address or DNS name")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$", value):
+        raise ConfigError(key, f"{value!r} is neither an IP address nor a DNS name",
+                          "Put the user in `user` and the port in `port`, not in the address")
+    return value
+
+
+def host_key(key: str, value: Any) -> str:
+    """An OpenSSH public key line 'TYPE BASE64 [comment]'; returns 'TYPE BASE64'."""
+    fix = "Pin the key as printed by `ssh-keyscan -t ed25519 HOST` without the host name, e.g. \"ssh-ed25519 AAAA...\""
+    if not isinstance(value, str):
+        raise ConfigError(key, f"hostKey must be a string, got {value!r}", fix)
+    parts = value.split()
+    if len(parts) < 2 or parts[0] not in HOST_KEY_TYPES:
+        raise ConfigError(key, f"hostKey {value[:40]!r} is not an OpenSSH public key", fix)
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+        (n,) = struct.unpack(">I", blob[:4])
+        inner = blob[4:4 + n].decode()
+    except Exception:  # noqa: BLE001 - any decoding failure is the same user error
+        raise ConfigError(key, "hostKey's base64 part does not decode", fix) from None
+    if inner != parts[0]:
+        raise ConfigError(key, f"hostKey says {parts[0]} but holds a {inner} key", fix)
+    return f"{parts[0]} {parts[1]}"
+
+
+def abs_path(key: str, value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigError(key, f"{what} {value!r} is not an absolute path", "Write a path starting with /")
+    if "\n" in value or "\0" in value or any(p == ".." for p in value.split("/")):
+        raise ConfigError(key, f"{what} {value!r} contains '..' or control characters", "Write a plain absolute path")
+    return value.rstrip("/") or "/"
+
+
+def choice(key: str, value: Any, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise ConfigError(key, f"{what} {value!r} is not one of {', '.join(allowed)}",
+                          f"Use one of: {', '.join(allowed)}")
+    return str(value)
+
+
+def nic(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not NIC_RE.match(value):
+        raise ConfigError(key, f"{value!r} is not a network interface name", "Use the host's NIC name, e.g. enp30s0")
+    return value

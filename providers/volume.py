@@ -1,0 +1,128 @@
+"""Volume: a guest disk in the host's pool, a qcow2 overlay on a base volume or a full copy of it.
+
+Growing resizes in place (online through the running guest when it is in use); shrinking is refused
+in `check`, before anything runs.  delete keeps the disk unless deleteOnDestroy is true.  A kept disk
+with the same name is adopted only when its backing file is the expected base.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import libvirt
+import pulumi
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, Resource, UpdateResult
+
+from . import diff as difftab
+from . import xmlgen
+from .base import BaseProvider, inputs_of, say
+from .errors import HostError, UnsafeChange
+from .remote import session, storage
+from .spec import VolumeSpec
+from .units import human
+
+
+def _base(spec: VolumeSpec, p: libvirt.virStoragePool) -> libvirt.virStorageVol:
+    base = storage.lookup_volume(p, spec.base_volume)
+    if base is None:
+        raise HostError(spec.conn.host, f"creating disk {spec.name!r}", f"base volume {spec.base_volume!r} is missing",
+                        "Run `pulumi up --refresh` so the BaseImage is uploaded again")
+    return base
+
+
+def _adopt(spec: VolumeSpec, vol: libvirt.virStorageVol, base_path: str) -> None:
+    seen = xmlgen.observe_volume(vol.XMLDesc(0))
+    if spec.mode == "overlay" and seen["backingPath"] != base_path:
+        raise UnsafeChange(f"host {spec.conn.host}: disk {spec.name!r} already exists with backing file "
+                           f"{seen['backingPath'] or 'none'!r}, not {base_path!r}: not adopted, nothing changed. "
+                           "Give the guest another name, or move that disk away if it is really unused")
+    if int(seen["capacity"]) > spec.capacity:
+        raise UnsafeChange(f"host {spec.conn.host}: kept disk {spec.name!r} is {human(int(seen['capacity']))}, larger "
+                           f"than diskSize {human(spec.capacity)}: shrinking is refused. Raise diskSize")
+
+
+def _grow(spec: VolumeSpec, vol: libvirt.virStorageVol) -> None:
+    """Resize to spec.capacity; through the guest (blockResize) when a running domain holds the disk."""
+    path = vol.path()
+    conn = session.virt(spec.conn)
+    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        if path in dom.XMLDesc(0):
+            dom.blockResize(path, spec.capacity, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+            return
+    vol.resize(spec.capacity, 0)
+
+
+class VolumeProvider(BaseProvider):
+    parse = VolumeSpec.from_props
+    table = difftab.VOLUME_TABLE
+
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        result = super().check(olds, news)
+        old_cap, new_cap = olds.get("capacity"), news.get("capacity")
+        numbers = isinstance(old_cap, (int, float)) and isinstance(new_cap, (int, float))
+        if not result.failures and numbers and new_cap < old_cap:
+            result.failures.append(CheckFailure(
+                "capacity", f"diskSize {human(new_cap)} would shrink the existing disk {news.get('name')} "
+                f"({human(old_cap)}): shrinking is refused because it loses data. Keep diskSize >= {human(old_cap)}"))
+        return result
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        spec = VolumeSpec.from_props(props)
+        p = storage.pool(spec.conn, spec.pool)
+        base = _base(spec, p)
+        vol = storage.lookup_volume(p, spec.name)
+        adopted = vol is not None
+        if vol is not None:
+            _adopt(spec, vol, base.path())
+            say(f"{spec.conn.host}: adopted kept disk {spec.name}")
+        elif spec.mode == "overlay":
+            vol = storage.create(p, xmlgen.volume(spec.name, spec.capacity, "qcow2", base.path(), spec.base_format))
+        else:
+            vol = p.createXMLFrom(xmlgen.volume(spec.name, spec.capacity, "qcow2"), base, 0)
+        if vol.info()[1] < spec.capacity:
+            _grow(spec, vol)
+        outs = {**inputs_of(props), "path": vol.path(), "adopted": adopted, "basePath": base.path()}
+        return CreateResult(f"{spec.conn.host}:{spec.pool}/{spec.name}", outs)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        spec = VolumeSpec.from_props(props)
+        p = storage.lookup_pool(session.virt(spec.conn), spec.pool)
+        vol = storage.lookup_volume(p, spec.name) if p is not None else None
+        if vol is None:
+            return ReadResult(None, {})
+        seen = xmlgen.observe_volume(vol.XMLDesc(0))
+        return ReadResult(id_, {**inputs_of(props), "capacity": int(seen["capacity"]), "path": seen["path"]})
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        spec = VolumeSpec.from_props(news)
+        p = storage.pool(spec.conn, spec.pool)
+        vol = storage.lookup_volume(p, spec.name)
+        if vol is None:
+            raise HostError(spec.conn.host, f"resizing disk {spec.name!r}", "it is gone",
+                            "Run `pulumi up --refresh` to recreate it")
+        current = vol.info()[1]
+        if spec.capacity < current:
+            raise UnsafeChange(f"host {spec.conn.host}: disk {spec.name} is {human(current)}; diskSize "
+                               f"{human(spec.capacity)} would shrink it: refused")
+        if spec.capacity > current:
+            _grow(spec, vol)
+        keep = {k: olds[k] for k in ("baseVolume", "baseFormat", "basePath") if k in olds}
+        return UpdateResult({**inputs_of(news), **keep, "path": vol.path(), "adopted": olds.get("adopted", False)})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        spec = VolumeSpec.from_props(props)
+        if not spec.delete_on_destroy:
+            say(f"{spec.conn.host}: kept disk {spec.name} (deleteDiskOnDestroy is false)")
+            return
+        p = storage.lookup_pool(session.virt(spec.conn), spec.pool)
+        if p is not None:
+            storage.delete(p, spec.name)
+
+
+class Volume(Resource, module="virtfleet", name="Volume"):
+    path: pulumi.Output[str]
+    adopted: pulumi.Output[bool]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__(VolumeProvider(), name, {**props, "path": None, "adopted": None,
+                                                  "basePath": None}, opts)
