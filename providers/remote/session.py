@@ -32,9 +32,10 @@ libvirt.registerErrorHandler(lambda *_: None, None)  # lookups that miss must no
 
 T = TypeVar("T")
 _lock = threading.Lock()
-_host_locks: dict[tuple[str, int, str], threading.Lock] = {}
-_ssh: dict[tuple[str, int, str], paramiko.SSHClient] = {}
-_virt: dict[tuple[str, int, str], libvirt.virConnect] = {}
+CacheKey = tuple[str, int, str, str, str]
+_host_locks: dict[CacheKey, threading.Lock] = {}
+_ssh: dict[CacheKey, paramiko.SSHClient] = {}
+_virt: dict[CacheKey, libvirt.virConnect] = {}
 _private_key: list[str] = []  # the secret key material, when configured
 _runtime_dir: list[str] = []
 SSH_CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
@@ -45,8 +46,9 @@ def set_private_key(material: str | None) -> None:
     _private_key[:] = [material] if material else []
 
 
-def _key(c: Connection) -> tuple[str, int, str]:
-    return (c.address, c.port, c.user)
+def _key(c: Connection) -> CacheKey:
+    """Connections are shared only when everything that authenticates them is the same."""
+    return (c.address, c.port, c.user, c.host_key, c.ssh_key_file)
 
 
 def _runtime() -> str:

@@ -1,0 +1,127 @@
+"""The lab itself: real libvirt hosts over real SSH with pinned host keys, isolated from each other."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import libvirt
+import pytest
+
+from providers import xmlgen
+from providers.errors import HostKeyError
+from providers.remote import session
+from providers.spec import Connection, GuestSpec, Owner
+from tests import lab
+
+pytestmark = pytest.mark.provider
+
+
+def conn_of(lab_host: str, **changes: str) -> Connection:
+    return Connection.from_props({**lab.connection_props(lab_host), **changes})
+
+
+def test_qemu_ssh_to_every_host_with_host_key_checking(lab_info) -> None:
+    for host in lab_info["hosts"]:
+        c = conn_of(host)
+        uri = session.libvirt_uri(c)
+        assert "no_verify" not in uri
+        wrapper = open(dict(p.split("=", 1) for p in uri.split("?", 1)[1].split("&"))["command"].replace("%2F", "/"))
+        assert "StrictHostKeyChecking=yes" in wrapper.read()
+        conn = session.virt(c)
+        assert conn.getHostname() == host
+        assert conn.getURI().startswith("qemu+ssh://")
+
+
+def test_plain_libvirt_with_the_lab_known_hosts(lab_info) -> None:
+    h = lab_info["hosts"]["h1"]
+    wrapper = os.path.join(lab.LAB_DIR, "ssh-pinned")
+    with open(wrapper, "w") as f:
+        f.write(f"#!/bin/sh\nexec ssh -o UserKnownHostsFile={lab_info['knownHosts']} -o StrictHostKeyChecking=yes "
+                f"-o BatchMode=yes \"$@\"\n")
+    os.chmod(wrapper, 0o755)
+    conn = libvirt.open(f"qemu+ssh://root@{h['address']}/system?keyfile={lab_info['sshKeyFile']}&command={wrapper}")
+    try:
+        assert conn.getHostname() == "h1"
+    finally:
+        conn.close()
+
+
+def test_wrong_pinned_key_is_refused_with_the_fix(lab_info) -> None:
+    other = lab_info["hosts"]["h2"]["hostKey"]
+    c = conn_of("h1", hostKey=other, host="h1-wrongpin")
+    with pytest.raises(HostKeyError) as err:
+        session.virt(c)
+    msg = str(err.value)
+    assert "host h1-wrongpin" in msg and "does not match" in msg and "ssh-keyscan" in msg and "hostKey" in msg
+
+
+def test_unpinned_unknown_key_is_refused(lab_info, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # an empty ~/.ssh/known_hosts
+    c = conn_of("h1", hostKey="", host="h1-unpinned")
+    with pytest.raises(HostKeyError) as err:
+        session.ssh(c)
+    assert "unknown: refused" in str(err.value) and "virtfleet:hosts.h1-unpinned.hostKey" in str(err.value)
+    # libvirt's own ssh path is strict too: the wrapper refuses instead of trusting on first use
+    session.forget(c)
+    proc = subprocess.run([session._ssh_wrapper(c), "-i", lab_info["sshKeyFile"], f"root@{c.address}", "true"],
+                          capture_output=True, text=True, env={**os.environ, "HOME": str(tmp_path)})
+    assert proc.returncode != 0 and "Host key verification failed" in proc.stderr
+    assert not (tmp_path / ".ssh" / "known_hosts").exists() or not (tmp_path / ".ssh" / "known_hosts").read_text()
+
+
+def _payload_domain(name: str, disk: str) -> str:
+    spec = GuestSpec(conn=conn_of("h1"), name=name, owner=Owner("virtfleet", "test", name), memory=128 << 20,
+                     vcpus=1, virt_type="qemu", disk_path=disk, disk_format="qcow2", graphics="none")
+    return xmlgen.domain(spec)
+
+
+def test_domain_on_h1_is_invisible_on_h2(unique, sweep) -> None:
+    name = f"iso-{unique}"
+    sweep.append(("h1", name))
+    c1 = session.virt(conn_of("h1"))
+    dom = c1.defineXML(_payload_domain(name, "/var/lib/virtfleet/none.qcow2"))
+    try:
+        assert name in lab.domains("h1")
+        assert name not in lab.domains("h2")
+        with pytest.raises(libvirt.libvirtError):
+            session.virt(conn_of("h2")).lookupByName(name)
+    finally:
+        dom.undefine()
+
+
+def test_payload_boots_under_tcg_and_prints_its_marker_over_ssh(lab_info, unique, sweep) -> None:
+    c = conn_of("h1")
+    conn = session.virt(c)
+    name = f"boot-{unique}"
+    sweep.append(("h1", name))
+    subprocess.run(["bash", lab.LAB_SH, "exec", "1", "mkdir", "-p", "/var/lib/virtfleet/test"], check=True)
+    vol_path = f"/var/lib/virtfleet/test/{name}.qcow2"
+    # copy the payload to the host over SSH (independent of virtfleet's upload path)
+    subprocess.run(["scp", "-q", "-o", f"UserKnownHostsFile={lab_info['knownHosts']}", "-o", "BatchMode=yes",
+                    "-i", lab_info["sshKeyFile"], lab_info["payload"], f"root@{c.address}:{vol_path}"], check=True)
+    dom = conn.defineXML(_payload_domain(name, vol_path))
+    try:
+        assert "type='qemu'" in dom.XMLDesc(0) or 'type="qemu"' in dom.XMLDesc(0)
+        dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+        found, buf = lab.read_console(conn, dom, ["VIRTFLEET-PAYLOAD-UP"], timeout=120)
+        assert "VIRTFLEET-PAYLOAD-UP" in found, buf[-2000:].decode(errors="replace")
+        assert dom.isActive(), "the payload must stay up after its marker"
+    finally:
+        if dom.isActive():
+            dom.destroy()
+        dom.undefine()
+        lab.in_host("h1", "rm", "-f", vol_path, check=False)
+
+
+def test_a_lab_host_stops_without_leftovers() -> None:
+    subprocess.run(["bash", lab.LAB_SH, "start-host", "4"], check=True, capture_output=True)
+    try:
+        assert "h4" in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert lab.virsh("h4", "version").strip()
+    finally:
+        subprocess.run(["bash", lab.LAB_SH, "stop-host", "4"], check=True, capture_output=True)
+    assert "h4" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    assert subprocess.run(["ip", "link", "show", "vfh4"], capture_output=True).returncode != 0
+    procs = subprocess.run(["pgrep", "-f", ".lab/hosts/h4/"], capture_output=True, text=True).stdout
+    assert procs.strip() == ""

@@ -1,0 +1,173 @@
+"""The stack config parser: a valid fleet, and a table of bad inputs that must each name the key."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+
+from components.config import parse, unknown_top_keys
+from providers.errors import ConfigError
+from providers.localimage import load
+
+pytestmark = pytest.mark.unit
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKMXPZbrtpy4ToAGYPKvES0bow1xtrIrOLpw5kCD8SGy"
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("img") / "base.raw"
+    with open(path, "wb") as f:
+        f.write(b"virtfleet")
+        f.truncate(64 << 20)
+    return str(path)
+
+
+def good(image: str) -> dict:
+    return {
+        "images": {"baseline": {"path": image}},
+        "hosts": {
+            "athens": {"address": "192.0.2.10", "user": "root", "port": 22, "hostKey": KEY, "hostNic": "enp30s0",
+                       "pool": {"name": "guests", "type": "dir", "path": "/var/lib/virtfleet/guests"},
+                       "guests": {"some-athens-guest": {"memory": 4, "vcpus": 2, "diskSize": 50,
+                                                        "mac": "D2:91:69:C0:14:9A", "ip": "192.0.2.20",
+                                                        "image": "baseline"}}},
+            "rome": {"address": "rome.example.org", "hostNic": "eno1",
+                     "guests": {"r1": {"memory": "512MiB", "mac": "52:54:00:00:00:02", "image": "baseline",
+                                       "disk": "copy", "running": False, "autostart": "false"}}},
+        },
+    }
+
+
+def parse_with(image: str, raw: dict):
+    return parse(raw, lambda key, path, build: load(key, path, build, os.getcwd()))
+
+
+def test_good_fleet(image: str) -> None:
+    fleet = parse_with(image, good(image))
+    athens = fleet.hosts[0]
+    g = athens.guests[0]
+    assert athens.spec.conn.host_key == KEY
+    assert g.memory == 4 << 30 and g.vcpus == 2 and g.disk_size == 50 << 30
+    assert g.interfaces[0].mac == "d2:91:69:c0:14:9a" and g.interfaces[0].source == "enp30s0"
+    assert g.disk_mode == "overlay" and g.running and g.autostart and not g.delete_disk
+    r1 = fleet.hosts[1].guests[0]
+    assert r1.memory == 512 << 20 and r1.disk_mode == "copy" and not r1.running and not r1.autostart
+    assert r1.disk_size == 1 << 30  # default: the image's size rounded up to whole GiB
+
+
+def _set(raw: dict, path: str, value: object) -> dict:
+    raw = copy.deepcopy(raw)
+    keys = path.split(".")
+    node = raw
+    for k in keys[:-1]:
+        node = node[k]
+    if value is DELETE:
+        del node[keys[-1]]
+    else:
+        node[keys[-1]] = value
+    return raw
+
+
+DELETE = object()
+G = "hosts.athens.guests.some-athens-guest"
+H = "hosts.athens"
+BAD = [
+    # (path to change, new value, key named in the error, words in the error)
+    (f"{G}.mac", "D2:91:69:C0:14", f"{G}.mac", "not a MAC"),
+    (f"{G}.mac", "zz:91:69:C0:14:9A", f"{G}.mac", "not a MAC"),
+    (f"{G}.mac", "01:00:5E:00:00:01", f"{G}.mac", "multicast"),
+    (f"{G}.mac", "00:00:00:00:00:00", f"{G}.mac", "not a usable MAC"),
+    ("hosts.rome.guests.r1.mac", "d2:91:69:c0:14:9a", "hosts.rome.guests.r1.mac", "also used"),
+    (f"{G}.name", "a/b", f"{G}.name", "not allowed"),
+    (f"{G}.name", "a..b", f"{G}.name", "not allowed"),
+    (f"{G}.name", "has space", f"{G}.name", "not allowed"),
+    (f"{G}.name", "it's", f"{G}.name", "not allowed"),
+    (f"{G}.name", 'say"hi"', f"{G}.name", "not allowed"),
+    (f"{G}.name", "a<b", f"{G}.name", "not allowed"),
+    (f"{G}.name", "a>b", f"{G}.name", "not allowed"),
+    (f"{G}.name", "a&b", f"{G}.name", "not allowed"),
+    (f"{G}.name", "x" * 65, f"{G}.name", "limit is 64"),
+    (f"{G}.memory", "four", f"{G}.memory", "not a size"),
+    (f"{G}.memory", 0, f"{G}.memory", "too small"),
+    (f"{G}.memory", -4, f"{G}.memory", "negative"),
+    (f"{G}.memory", "900TiB", f"{G}.memory", "absurdly large"),
+    (f"{G}.vcpus", 0, f"{G}.vcpus", "out of range"),
+    (f"{G}.vcpus", "two", f"{G}.vcpus", "whole number"),
+    (f"{G}.diskSize", "10MiB", f"{G}.diskSize", "smaller than image"),
+    (f"{G}.image", "nosuch", f"{G}.image", "unknown image"),
+    (f"{H}.port", 70000, f"{H}.port", "out of range"),
+    (f"{H}.port", 0, f"{H}.port", "out of range"),
+    (f"{H}.hostKey", "ssh-ed25519 not-base64!", f"{H}.hostKey", "does not decode"),
+    (f"{H}.hostKey", "AAAAC3NzaC1lZDI1NTE5", f"{H}.hostKey", "not an OpenSSH public key"),
+    (f"{H}.hostKey", "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIKMXPZbrtpy4ToAGYPKvES0bow1xtrIrOLpw5kCD8SGy",
+     f"{H}.hostKey", "holds a ssh-ed25519 key"),
+    (f"{H}.address", DELETE, f"{H}.address", "missing"),
+    (f"{H}.address", "root@192.0.2.10", f"{H}.address", "neither an IP"),
+    (f"{H}.pool.path", "var/lib/guests", f"{H}.pool.path", "not an absolute path"),
+    (f"{H}.pool.path", "/var/../etc", f"{H}.pool.path", "'..'"),
+    (f"{H}.pool.type", "zfs", f"{H}.pool.type", "not one of"),
+    (f"{G}.running", "yes", f"{G}.running", "not a boolean"),
+    (f"{G}.autostart", 1, f"{G}.autostart", "not a boolean"),
+    (f"{G}.deleteDiskOnDestroy", "maybe", f"{G}.deleteDiskOnDestroy", "not a boolean"),
+    (f"{G}.disk", "thin", f"{G}.disk", "not one of"),
+    (f"{H}.virtType", "xen", f"{H}.virtType", "not one of"),
+    (f"{H}.hostNic", "eth 0", f"{H}.hostNic", "not a network interface"),
+    (f"{G}.shutdownTimeout", -1, f"{G}.shutdownTimeout", "out of range"),
+    ("images.baseline.path", "/nonexistent/image.qcow2", "images.baseline.path", "does not exist"),
+    ("hosts.athens.guests.some-athens-guest.memroy", 4, f"{G}.memroy", "Did you mean `memory`"),
+    (f"{H}.adress", "x", f"{H}.adress", "Did you mean `address`"),
+    ("hosts.rome.guests.r1.name", "some-athens-guest", None, None),  # same name, other host: fine
+]
+
+
+@pytest.mark.parametrize("path,value,key,words", BAD, ids=[f"{i:02d}-{b[0].split('.')[-1]}" for i, b in enumerate(BAD)])
+def test_bad_input_names_key(image: str, path: str, value: object, key: str | None, words: str | None) -> None:
+    raw = _set(good(image), path, value)
+    if key is None:
+        parse_with(image, raw)
+        return
+    with pytest.raises(ConfigError) as err:
+        parse_with(image, raw)
+    assert err.value.key == key, str(err.value)
+    assert words in str(err.value)
+    assert str(err.value).startswith(f"virtfleet:{key}: ")
+
+
+def test_duplicate_guest_name_on_one_host(image: str) -> None:
+    raw = good(image)
+    raw["hosts"]["athens"]["guests"]["second"] = {"name": "some-athens-guest", "memory": 1,
+                                                  "mac": "52:54:00:00:00:09", "image": "baseline"}
+    with pytest.raises(ConfigError, match="used twice on host athens"):
+        parse_with(image, raw)
+
+
+def test_duplicate_mac_within_host(image: str) -> None:
+    raw = good(image)
+    raw["hosts"]["athens"]["guests"]["second"] = {"memory": 1, "mac": "d2:91:69:c0:14:9a", "image": "baseline"}
+    with pytest.raises(ConfigError, match="also used"):
+        parse_with(image, raw)
+
+
+def test_unknown_host_reference_and_top_key() -> None:
+    with pytest.raises(ConfigError, match="Did you mean `virtfleet:hosts`"):
+        unknown_top_keys(["images", "host"])
+    unknown_top_keys(["images", "hosts", "sshPrivateKey"])
+
+
+def test_no_hosts(image: str) -> None:
+    with pytest.raises(ConfigError, match="no hosts"):
+        parse_with(image, {"images": {}, "hosts": {}})
+
+
+def test_build_command_runs_first(tmp_path) -> None:
+    target = tmp_path / "built.raw"
+    raw = {"images": {"b": {"path": str(target), "build": f"truncate -s 2M {target}"}},
+           "hosts": {"a": {"address": "192.0.2.1", "hostNic": "eth0",
+                           "guests": {"g": {"memory": 1, "mac": "52:54:00:00:00:01", "image": "b"}}}}}
+    fleet = parse(raw, lambda key, path, build: load(key, path, build, str(tmp_path)))
+    assert fleet.images["b"].size == 2 << 20 and fleet.images["b"].format == "raw"
+    raw["images"]["b"]["build"] = "exit 3"
+    with pytest.raises(ConfigError, match="images.b.build: build command failed"):
+        parse(raw, lambda key, path, build: load(key, path, build, str(tmp_path)))
