@@ -44,6 +44,20 @@ def _clear_stale_uploads(p: libvirt.virStoragePool, digest: str) -> None:
             storage.delete(p, name)
 
 
+def _discard(spec: BaseImageSpec, tmp_name: str) -> None:
+    """Best effort removal of a failed upload (the connection may be the thing that broke).
+
+    Whatever stays behind is never published, and the next create of this digest removes it.
+    """
+    try:
+        if not session.virt(spec.conn).isAlive():
+            session.forget(spec.conn)
+        storage.delete(storage.pool(spec.conn, spec.pool), tmp_name)
+    except Exception as exc:  # noqa: BLE001 - cleanup must not hide the original error
+        session.forget(spec.conn)
+        say(f"{spec.conn.host}: could not remove the partial upload {tmp_name} yet ({exc}); it is never used")
+
+
 def _upload(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[int, str]:
     """Upload under a temporary name, verify, publish.  Returns (bytes sent, published path)."""
     c = spec.conn
@@ -59,7 +73,7 @@ def _upload(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[int, str]:
         t0 = time.monotonic()
         sent = storage.upload_sparse(session.virt(c), vol, spec.source, progress)
         tmp_path = vol.path()
-        got = storage.sha256_on_host(c, tmp_path)
+        got = storage.sha256_on_host(c, tmp_path, spec.size)
         if got != spec.sha256:
             raise HostError(c.host, f"verifying the upload of {spec.image!r}",
                             f"sha256 on the host is {got[:16]}..., expected {spec.sha256[:16]}...",
@@ -69,7 +83,7 @@ def _upload(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[int, str]:
         session.run(c, ["mv", "-T", "--", tmp_path, final])
         say(f"{c.host}: {spec.image} uploaded, {sent >> 20} MiB sent in {time.monotonic() - t0:.1f}s")
     except BaseException:
-        storage.delete(p, tmp_name)
+        _discard(spec, tmp_name)
         raise
     _refresh(p)
     return sent, final

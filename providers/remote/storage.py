@@ -160,6 +160,8 @@ def upload_sparse(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: st
     return sent[0]
 
 
-def sha256_on_host(c: Connection, path: str) -> str:
-    _, out, _ = session.run(c, ["sha256sum", "--", path], timeout=1800)
+def sha256_on_host(c: Connection, path: str, size: int) -> str:
+    """sha256 of the first `size` bytes of a file or block device, computed on the host."""
+    script = 'head -c "$1" -- "$2" | sha256sum'
+    _, out, _ = session.run(c, ["sh", "-c", script, "sh", str(size), path], timeout=1800)
     return out.split()[0] if out else ""

@@ -1,0 +1,144 @@
+"""Guest provider against the lab: every method, drift, restarts, transactional create."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from providers.base_image import BaseImageProvider
+from providers.errors import HostError, UnsafeChange
+from providers.guest import GuestProvider
+from providers.host import HostProvider
+from providers.volume import VolumeProvider
+from tests import lab
+from tests.provider.fixtures import guest_props, host_props, image_props, volume_props
+
+pytestmark = pytest.mark.provider
+
+
+@pytest.fixture(scope="module")
+def base() -> dict:
+    HostProvider().create(host_props("h1"))
+    return BaseImageProvider().create(image_props("h1")).outs
+
+
+@pytest.fixture
+def disk(base, unique):
+    vp = VolumeProvider()
+    made = vp.create(volume_props("h1", f"g-{unique}.qcow2", base))
+    yield made.outs["path"]
+    vp.delete(made.id, made.outs)
+
+
+def _mac(unique: str) -> str:
+    return f"52:54:00:{unique[0:2]}:{unique[2:4]}:{unique[4:6]}"
+
+
+def wait_state(host: str, name: str, want: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (state := lab.domain_state(host, name)) == want:
+            return state
+        time.sleep(0.2)
+    return lab.domain_state(host, name)
+
+
+def test_lifecycle(disk, unique, sweep) -> None:
+    name = f"vm-{unique}"
+    sweep.append(("h1", name))
+    gp = GuestProvider()
+    props = guest_props("h1", name, disk, _mac(unique))
+    made = gp.create(props)
+    uuid = made.id
+    assert lab.domain_state("h1", name) == "running"
+    assert made.outs["uuid"] == uuid and made.outs["running"] is True and made.outs["xmlDrift"] is False
+    assert "virtfleet:owner" in lab.virsh("h1", "dumpxml", name) or "urn:virtfleet:owner:1" in lab.virsh("h1", "dumpxml", name)
+    read = gp.read(uuid, made.outs)
+    assert read.id == uuid and not gp.diff(uuid, read.outs, props).changes
+
+    # memory change: update in place, same UUID, restarted (new QEMU process)
+    pid_before = lab.uptime_of("h1", name)
+    bigger = dict(props, memory=192 << 20)
+    checked = gp.check(made.outs, bigger).inputs
+    assert checked["restartOnUpdate"] == "memory"
+    d = gp.diff(uuid, made.outs, checked)
+    assert d.changes and not d.replaces
+    updated = gp.update(uuid, made.outs, checked)
+    assert updated.outs["uuid"] == uuid
+    assert "196608" in lab.virsh("h1", "dumpxml", name, "--inactive")
+    assert lab.domain_state("h1", name) == "running" and lab.uptime_of("h1", name) != pid_before
+
+    # a cosmetic change (autostart) never restarts
+    pid = lab.uptime_of("h1", name)
+    flipped = gp.update(uuid, updated.outs, dict(bigger, autostart=True))
+    assert flipped.outs["autostart"] is True and lab.uptime_of("h1", name) == pid
+
+    # stopped outside with virsh destroy: read as stopped; update starts it again
+    lab.virsh("h1", "destroy", name)
+    stopped = gp.read(uuid, flipped.outs)
+    assert stopped.id == uuid and stopped.outs["running"] is False and stopped.outs["state"] == "shutoff"
+    assert gp.diff(uuid, stopped.outs, dict(bigger, autostart=True)).changes
+    restarted = gp.update(uuid, stopped.outs, dict(bigger, autostart=True))
+    assert restarted.outs["running"] is True and lab.domain_state("h1", name) == "running"
+
+    # definition edited outside: drift seen, update restores it with the same UUID
+    lab.virsh("h1", "setmaxmem", name, "262144", "--config")
+    drifted = gp.read(uuid, restarted.outs)
+    assert drifted.outs["xmlDrift"] is True
+    fixed = gp.update(uuid, drifted.outs, dict(bigger, autostart=True))
+    assert fixed.outs["xmlDrift"] is False and fixed.outs["uuid"] == uuid
+
+    # delete: graceful shutdown -> undefine; deleting again is fine; read says gone
+    t0 = time.monotonic()
+    gp.delete(uuid, fixed.outs)
+    assert lab.domain_state("h1", name) == "missing"
+    assert time.monotonic() - t0 < 15 + 5
+    gp.delete(uuid, fixed.outs)
+    assert gp.read(uuid, fixed.outs).id is None
+
+
+def test_undefined_outside_is_read_as_gone(disk, unique, sweep) -> None:
+    name = f"ud-{unique}"
+    sweep.append(("h1", name))
+    gp = GuestProvider()
+    made = gp.create(guest_props("h1", name, disk, _mac(unique), running=False))
+    assert lab.domain_state("h1", name) == "shut off"
+    lab.virsh("h1", "undefine", name)
+    assert gp.read(made.id, made.outs).id is None
+
+
+def test_failed_start_leaves_nothing_defined(unique, sweep) -> None:
+    name = f"fail-{unique}"
+    sweep.append(("h1", name))
+    props = guest_props("h1", name, f"/var/lib/virtfleet/guests/no-such-disk-{unique}.qcow2", _mac(unique))
+    with pytest.raises(HostError) as err:
+        GuestProvider().create(props)
+    assert "removed again" in str(err.value)
+    assert lab.domain_state("h1", name) == "missing"
+
+
+def test_foreign_name_is_not_taken_over_but_own_leftover_is_adopted(disk, unique, sweep) -> None:
+    name = f"own-{unique}"
+    sweep.append(("h1", name))
+    xml = f"<domain type='qemu'><name>{name}</name><memory>65536</memory><os><type>hvm</type></os></domain>"
+    lab.in_host("h1", "sh", "-c", f"echo \"{xml}\" > /tmp/{name}.xml && virsh -q define /tmp/{name}.xml")
+    gp = GuestProvider()
+    props = guest_props("h1", name, disk, _mac(unique), running=False)
+    with pytest.raises(UnsafeChange, match="already exists, managed by something outside virtfleet"):
+        gp.create(props)
+    assert "65536" in lab.virsh("h1", "dumpxml", name)  # untouched
+    lab.virsh("h1", "undefine", name)
+    # our own domain left behind by an interrupted run (state lost) is adopted, not duplicated
+    first = gp.create(props)
+    again = gp.create(props)
+    assert again.id == first.id and lab.domains("h1").count(name) == 1
+    gp.delete(first.id, first.outs)
+
+
+def test_replace_fields_and_delete_before_replace(disk, unique) -> None:
+    props = guest_props("h1", f"r-{unique}", disk, _mac(unique))
+    outs = dict(props, uuid="u", running=True)
+    moved = dict(props, connection=dict(props["connection"], address="10.200.0.12"))
+    d = GuestProvider().diff("u", outs, moved)
+    assert d.replaces == ["connection"] and d.delete_before_replace is True

@@ -1,0 +1,79 @@
+"""Host provider against the lab: every method, pool creation, hostNic check before anything changes."""
+
+from __future__ import annotations
+
+import pytest
+
+from providers.errors import HostError
+from providers.host import HostProvider
+from tests import lab
+from tests.provider.fixtures import host_props
+
+pytestmark = pytest.mark.provider
+
+
+def test_create_read_diff_update_delete(unique) -> None:
+    pool = {"name": f"p{unique}", "type": "dir", "path": f"/var/lib/virtfleet/p{unique}", "vg": ""}
+    props = host_props("h2", pool=pool)
+    hp = HostProvider()
+    assert not hp.check({}, props).failures
+    created = hp.create(props)
+    try:
+        outs = created.outs
+        assert outs["libvirtVersion"] == "9.0.0" and outs["qemuVersion"].startswith("7.2")
+        assert outs["kvmUsable"] is False  # this machine's /dev/kvm cannot run guests; we say so honestly
+        assert outs["poolCreated"] is True and outs["hostname"] == "h2"
+        assert f"p{unique}" in lab.virsh("h2", "pool-list", "--autostart", "--name")
+        read = hp.read(created.id, outs)
+        assert read.id == created.id and read.outs["poolActive"] is True
+        assert not hp.diff(created.id, read.outs, props).changes
+        # someone stops the pool outside: read notices, diff wants an update, update converges
+        lab.virsh("h2", "pool-destroy", f"p{unique}")
+        read = hp.read(created.id, outs)
+        assert read.outs["poolActive"] is False and hp.diff(created.id, read.outs, props).changes
+        updated = hp.update(created.id, read.outs, props)
+        assert updated.outs["poolActive"] is True and updated.outs["poolCreated"] is False
+        hp.delete(created.id, outs)  # the pool holds disks: kept
+        assert f"p{unique}" in lab.virsh("h2", "pool-list", "--all", "--name")
+    finally:
+        lab.virsh("h2", "pool-destroy", f"p{unique}", check=False)
+        lab.virsh("h2", "pool-undefine", f"p{unique}", check=False)
+
+
+def test_missing_host_nic_is_a_clear_error_and_nothing_is_created(unique) -> None:
+    pool = {"name": f"n{unique}", "type": "dir", "path": f"/var/lib/virtfleet/n{unique}", "vg": ""}
+    with pytest.raises(HostError) as err:
+        HostProvider().create(host_props("h1", hostNic="enp30s0", pool=pool))
+    msg = str(err.value)
+    assert "host h1" in msg and "no interface 'enp30s0'" in msg and "eth0" in msg and "hostNic" in msg
+    assert f"n{unique}" not in lab.virsh("h1", "pool-list", "--all", "--name")
+
+
+def test_check_rejects_bad_props() -> None:
+    bad = host_props("h1", pool={"name": "guests", "type": "dir", "path": "relative/path"})
+    failures = HostProvider().check({}, bad).failures
+    assert failures and failures[0].property == "pool.path" and "absolute" in failures[0].reason
+
+
+def test_logical_pool_on_a_volume_group(unique) -> None:
+    """The article's LVM `guests` pool: a VG on a loop-backed PV inside lab host h3."""
+    vg = f"vg{unique}"
+    img = f"/var/lib/virtfleet/{vg}.img"
+    setup = lab.in_host("h3", "sh", "-c", f"truncate -s 256M {img} && L=$(losetup -f --show {img}) && "
+                        f"pvcreate -q $L && vgcreate -q {vg} $L && echo $L")
+    loop = setup.stdout.strip().splitlines()[-1]
+    pool = {"name": vg, "type": "logical", "vg": vg, "path": f"/dev/{vg}"}
+    hp = HostProvider()
+    try:
+        created = hp.create(host_props("h3", pool=pool))
+        assert created.outs["poolCreated"] is True
+        assert vg in lab.virsh("h3", "pool-list", "--name")
+        assert "logical" in lab.virsh("h3", "pool-dumpxml", vg)
+        missing = {"name": "nosuchvg", "type": "logical", "vg": "nosuchvg", "path": "/dev/nosuchvg"}
+        with pytest.raises(HostError, match="volume group 'nosuchvg' not found"):
+            hp.create(host_props("h3", pool=missing))
+    finally:
+        lab.virsh("h3", "pool-destroy", vg, check=False)
+        lab.virsh("h3", "pool-undefine", vg, check=False)
+        lab.in_host("h3", "sh", "-c", f"vgremove -q -f {vg}; pvremove -q {loop}; losetup -d {loop}; rm -f {img}",
+                    check=False)

@@ -1,0 +1,158 @@
+"""BaseImage and Volume providers against the lab."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from providers.base_image import BaseImageProvider
+from providers.errors import HostError, UnsafeChange
+from providers.host import HostProvider
+from providers.volume import VolumeProvider
+from tests import lab
+from tests.provider.fixtures import host_props, image_props, volume_props
+
+pytestmark = pytest.mark.provider
+
+
+@pytest.fixture(scope="module")
+def hosts() -> None:
+    for h in ("h1", "h2"):
+        HostProvider().create(host_props(h))
+
+
+def _sparse_image(path: str, size: int, data_every: int = 16 << 20, seed: bytes = b"") -> None:
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for off in range(0, size, data_every):
+            f.seek(off)
+            f.write((seed + os.urandom(1 << 20))[: 1 << 20])
+
+
+def test_upload_verify_publish_then_skip(hosts, tmp_path) -> None:
+    src = tmp_path / "img.raw"
+    _sparse_image(str(src), 256 << 20)  # 16 MiB of data in 256 MiB
+    props = image_props("h2", str(src), name="sparse")
+    bp = BaseImageProvider()
+    first = bp.create(props)
+    try:
+        outs = first.outs
+        assert outs["reused"] is False and outs["volumeName"] == f"vfbase-{props['sha256']}.raw"
+        assert outs["bytesSent"] <= 16 << 20, "holes must never cross the wire"
+        # the published volume is the exact content, read-only, and no temporary upload remains
+        script = f'head -c {256 << 20} {outs["path"]} | sha256sum; stat -c %a {outs["path"]}'
+        digest, mode = lab.in_host("h2", "sh", "-c", script).stdout.split()[::2][:2]
+        assert digest == props["sha256"] and mode == "444"
+        assert not [v for v in lab.volumes("h2") if v.startswith("vfupload-")]
+        again = bp.create(props)
+        assert again.outs["reused"] is True and again.outs["bytesSent"] == 0
+        assert bp.read(first.id, outs).id == first.id
+        assert not bp.diff(first.id, outs, props).changes
+        changed = dict(props, sha256="0" * 64)
+        assert bp.diff(first.id, outs, changed).replaces == ["sha256"]
+    finally:
+        bp.delete(first.id, first.outs)
+    assert bp.read(first.id, first.outs).id is None
+    bp.delete(first.id, first.outs)  # already gone: fine
+
+
+def _ssh_children() -> list[int]:
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and cmd.startswith(b"ssh\0") and b"10.200.0.12" in cmd:
+            pids.append(int(pid))
+    return pids
+
+
+def test_upload_cut_in_the_middle_is_never_published(hosts, tmp_path) -> None:
+    src = tmp_path / "dense.raw"
+    with open(src, "wb") as f:
+        for _ in range(768):
+            f.write(os.urandom(1 << 20))
+    props = image_props("h2", str(src), name="dense")
+    bp = BaseImageProvider()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            bp.create(props)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not [v for v in lab.volumes("h2") if v.startswith("vfupload-")]:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    victims = _ssh_children()
+    assert victims, "no ssh process of libvirt's connection found to cut"
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    t.join(120)
+    assert errors, "the cut upload must fail"
+    assert f"vfbase-{props['sha256']}.raw" not in lab.volumes("h2"), "a broken upload was published"
+    done = bp.create(props)  # the next run completes and cleans the remnant
+    try:
+        assert done.outs["reused"] is False and done.outs["bytesSent"] == 768 << 20
+        assert not [v for v in lab.volumes("h2") if v.startswith("vfupload-")]
+    finally:
+        bp.delete(done.id, done.outs)
+
+
+def test_volume_overlay_copy_grow_shrink_keep(hosts, unique) -> None:
+    base = BaseImageProvider().create(image_props("h1")).outs
+    vp = VolumeProvider()
+    props = volume_props("h1", f"ov-{unique}.qcow2", base, deleteOnDestroy=False)
+    made = vp.create(props)
+    xml = lab.virsh("h1", "vol-dumpxml", "--pool", "guests", f"ov-{unique}.qcow2")
+    assert base["path"] in xml and "<format type='qcow2'/>" in xml
+    assert vp.read(made.id, made.outs).outs["capacity"] == 1 << 30
+    # grow in place
+    bigger = dict(props, capacity=2 << 30)
+    assert vp.diff(made.id, made.outs, bigger).changes and not vp.diff(made.id, made.outs, bigger).replaces
+    grown = vp.update(made.id, made.outs, bigger)
+    assert vp.read(made.id, grown.outs).outs["capacity"] == 2 << 30
+    # shrink refused before anything runs
+    failures = vp.check(grown.outs, dict(props, capacity=1 << 30)).failures
+    assert failures and failures[0].property == "capacity" and "refused" in failures[0].reason
+    with pytest.raises(UnsafeChange):
+        vp.update(made.id, grown.outs, dict(props, capacity=1 << 30))
+    # the base cannot go while the disk uses it
+    BaseImageProvider().delete("x", {**image_props("h1"), **base})
+    assert base["volumeName"] in lab.volumes("h1")
+    # delete keeps it; a new create adopts it (same backing); another backing is refused
+    vp.delete(made.id, grown.outs)
+    assert f"ov-{unique}.qcow2" in lab.volumes("h1")
+    adopted = vp.create(bigger)
+    assert adopted.outs["adopted"] is True
+    with pytest.raises(UnsafeChange, match="shrinking is refused"):
+        vp.create(props)
+    lab.virsh("h1", "vol-delete", "--pool", "guests", f"ov-{unique}.qcow2")
+    # a full copy, deleted on destroy
+    copy = vp.create(volume_props("h1", f"cp-{unique}.qcow2", base, mode="copy"))
+    assert "<backingStore/>" in lab.virsh("h1", "vol-dumpxml", "--pool", "guests", f"cp-{unique}.qcow2") or \
+        base["path"] not in lab.virsh("h1", "vol-dumpxml", "--pool", "guests", f"cp-{unique}.qcow2")
+    vp.delete(copy.id, copy.outs)
+    assert f"cp-{unique}.qcow2" not in lab.volumes("h1")
+    vp.delete(copy.id, copy.outs)  # already gone
+    assert vp.read(copy.id, copy.outs).id is None
+
+
+def test_missing_base_is_a_clear_error(hosts, unique) -> None:
+    fake = {"volumeName": "vfbase-" + "0" * 64 + ".qcow2", "format": "qcow2"}
+    with pytest.raises(HostError, match="base volume .* is missing"):
+        VolumeProvider().create(volume_props("h1", f"nb-{unique}.qcow2", fake))
