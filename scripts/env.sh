@@ -9,3 +9,5 @@ if [ -z "${PULUMI_CONFIG_PASSPHRASE:-}" ] && [ -z "${PULUMI_CONFIG_PASSPHRASE_FI
   export PULUMI_CONFIG_PASSPHRASE=virtfleet-lab
 fi
 mkdir -p "$VIRTFLEET_ROOT/.state"
+# gRPC inside the provider process logs a line each time libvirt forks its ssh: keep it quiet.
+export GRPC_ENABLE_FORK_SUPPORT=false GRPC_VERBOSITY=ERROR
