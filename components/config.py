@@ -141,8 +141,13 @@ def _host(hkey: str, h: Any, images: dict[str, LocalImage]) -> HostConf:
     nic = v.nic(f"{key}.hostNic", h["hostNic"]) if h.get("hostNic") else ""
     spec = HostSpec(conn, pool, nic, v.choice(f"{key}.virtType", h.get("virtType", "kvm"), VIRT_TYPES, "virtType"))
     guests = _mapping(f"{key}.guests", h.get("guests") or {}, set(h.get("guests") or {}))
-    return HostConf(hkey, spec, tuple(_guest(f"{key}.guests.{v.name(f'{key}.guests', g, 'guest key')}", g, hkey,
-                                             gconf, nic, images) for g, gconf in guests.items()))
+    confs = tuple(_guest(f"{key}.guests.{v.name(f'{key}.guests', g, 'guest key')}", g, hkey, gconf, nic, images)
+                  for g, gconf in guests.items())
+    for g in confs:
+        if pool.type == "logical" and g.disk_mode == "overlay":
+            raise ConfigError(f"{key}.guests.{g.key}.disk", "overlay disks need a dir pool, this host's pool is LVM",
+                              "Set `disk: copy` (a full LV, as the article did) or use a dir pool")
+    return HostConf(hkey, spec, confs)
 
 
 def _cross_checks(hosts: tuple[HostConf, ...]) -> None:

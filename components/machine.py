@@ -24,9 +24,11 @@ class Machine(pulumi.ComponentResource):
         spec = hv.conf.spec
         conn = spec.conn.to_props()
         base = hv.base_images[conf.image]
+        lvm = spec.pool.type == "logical"
+        disk_name = conf.name if lvm else f"{conf.name}.qcow2"
         self.volume = Volume(
             f"{conf.key}-disk",
-            {"connection": conn, "pool": spec.pool.name, "name": f"{conf.name}.qcow2", "capacity": conf.disk_size,
+            {"connection": conn, "pool": spec.pool.name, "name": disk_name, "capacity": conf.disk_size,
              "mode": conf.disk_mode, "baseVolume": hv.base_volume_names[conf.image], "baseFormat": hv.images_format[conf.image],
              "deleteOnDestroy": conf.delete_disk},
             pulumi.ResourceOptions(parent=self, depends_on=[hv.host, base]))
@@ -34,8 +36,8 @@ class Machine(pulumi.ComponentResource):
             conf.key,
             {"connection": conn, "name": conf.name,
              "owner": {"project": pulumi.get_project(), "stack": pulumi.get_stack(), "resource": conf.key},
-             "memory": conf.memory, "vcpus": conf.vcpus, "virtType": spec.virt_type, "diskPath": spec.pool.volume_path(f"{conf.name}.qcow2"),
-             "diskFormat": "qcow2", "interfaces": [i.to_props() for i in conf.interfaces], "graphics": conf.graphics,
+             "memory": conf.memory, "vcpus": conf.vcpus, "virtType": spec.virt_type, "diskPath": spec.pool.volume_path(disk_name),
+             "diskFormat": "raw" if lvm else "qcow2", "interfaces": [i.to_props() for i in conf.interfaces], "graphics": conf.graphics,
              "running": conf.running, "autostart": conf.autostart, "kernel": conf.kernel, "initrd": conf.initrd,
              "cmdline": conf.cmdline, "shutdownTimeout": conf.shutdown_timeout, "ip": conf.ip},
             pulumi.ResourceOptions(parent=self, depends_on=[self.volume]))

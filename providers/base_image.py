@@ -66,12 +66,14 @@ def _upload(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[int, str]:
                         f"local file {spec.source!r} is missing or changed since the preview", "Run `pulumi up` again")
     _clear_stale_uploads(p, spec.sha256)
     tmp_name = f"{UPLOAD_PREFIX}{spec.sha256[:16]}-{secrets.token_hex(4)}"
-    vol = storage.create(p, xmlgen.volume(tmp_name, spec.size, "raw"))
+    logical = storage.pool_type(p) == "logical"
+    # an LV is not zeroed: every byte is sent, holes included; a file volume stays sparse
+    vol = storage.create(p, xmlgen.volume(tmp_name, spec.size, "raw", allocation=spec.size if logical else 0))
     try:
         def progress(done: int, total: int) -> None:
             say(f"{c.host}: uploading {spec.image} {100 * done // max(total, 1)}%")
         t0 = time.monotonic()
-        sent = storage.upload_sparse(session.virt(c), vol, spec.source, progress)
+        sent = storage.upload(session.virt(c), vol, spec.source, progress, sparse=not logical)
         tmp_path = vol.path()
         got = storage.sha256_on_host(c, tmp_path, spec.size)
         if got != spec.sha256:
@@ -79,8 +81,12 @@ def _upload(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[int, str]:
                             f"sha256 on the host is {got[:16]}..., expected {spec.sha256[:16]}...",
                             "The upload was discarded; run `pulumi up` again")
         final = os.path.join(os.path.dirname(tmp_path), spec.volume_name)
-        session.run(c, ["chmod", "0444", "--", tmp_path])
-        session.run(c, ["mv", "-T", "--", tmp_path, final])
+        if logical:
+            session.run(c, ["lvrename", os.path.basename(os.path.dirname(tmp_path)), tmp_name, spec.volume_name])
+            session.run(c, ["lvchange", "--permission", "r", final])
+        else:
+            session.run(c, ["chmod", "0444", "--", tmp_path])
+            session.run(c, ["mv", "-T", "--", tmp_path, final])
         say(f"{c.host}: {spec.image} uploaded, {sent >> 20} MiB sent in {time.monotonic() - t0:.1f}s")
     except BaseException:
         _discard(spec, tmp_name)

@@ -52,6 +52,21 @@ def _grow(spec: VolumeSpec, vol: libvirt.virStorageVol) -> None:
     vol.resize(spec.capacity, 0)
 
 
+def _copy_into_lv(spec: VolumeSpec, p: libvirt.virStoragePool, base: libvirt.virStorageVol) -> libvirt.virStorageVol:
+    """The article's way: a full LV, filled by `qemu-img convert` on the host (no data over the network)."""
+    if spec.mode != "copy":
+        raise HostError(spec.conn.host, f"creating disk {spec.name!r}", "a qcow2 overlay cannot live in an LVM pool",
+                        "Use `disk: copy` for guests on a logical pool, or a dir pool for overlays")
+    vol = storage.create(p, xmlgen.volume(spec.name, spec.capacity, "raw", allocation=spec.capacity))
+    try:
+        session.run(spec.conn, ["qemu-img", "convert", "-n", "-f", spec.base_format, "-O", "raw", base.path(),
+                                vol.path()], timeout=3600)
+    except BaseException:
+        storage.delete(p, spec.name)
+        raise
+    return vol
+
+
 class VolumeProvider(BaseProvider):
     parse = VolumeSpec.from_props
     table = difftab.VOLUME_TABLE
@@ -75,6 +90,8 @@ class VolumeProvider(BaseProvider):
         if vol is not None:
             _adopt(spec, vol, base.path())
             say(f"{spec.conn.host}: adopted kept disk {spec.name}")
+        elif storage.pool_type(p) == "logical":
+            vol = _copy_into_lv(spec, p, base)
         elif spec.mode == "overlay":
             vol = storage.create(p, xmlgen.volume(spec.name, spec.capacity, "qcow2", base.path(), spec.base_format))
         else:

@@ -42,12 +42,15 @@ def pool(spec: PoolSpec) -> str:
 
 
 def volume(name: str, capacity: int, fmt: str, backing_path: str = "", backing_fmt: str = "",
-           mode: str = "") -> str:
-    """A volume; allocation 0 keeps raw volumes sparse (libvirt preallocates them otherwise)."""
+           mode: str = "", allocation: int = 0) -> str:
+    """A volume; allocation 0 keeps file volumes sparse (libvirt preallocates raw ones otherwise).
+
+    For LVM volumes give allocation = capacity: a smaller one asks for a sparse snapshot LV.
+    """
     root = ET.Element("volume")
     _sub(root, "name", name)
     _sub(root, "capacity", str(capacity), unit="bytes")
-    _sub(root, "allocation", "0", unit="bytes")
+    _sub(root, "allocation", str(allocation), unit="bytes")
     target = _sub(root, "target")
     _sub(target, "format", type=fmt)
     if mode:
@@ -82,9 +85,14 @@ def os_(parent: ET.Element, spec: GuestSpec) -> None:
 
 
 def disk(devices: ET.Element, spec: GuestSpec) -> None:
-    el = _sub(devices, "disk", type="file", device="disk")
+    """A file disk, or a block disk for a device path (an LV of a logical pool)."""
+    block = spec.disk_path.startswith("/dev/")
+    el = _sub(devices, "disk", type="block" if block else "file", device="disk")
     _sub(el, "driver", name="qemu", type=spec.disk_format)
-    _sub(el, "source", file=spec.disk_path)
+    if block:
+        _sub(el, "source", dev=spec.disk_path)
+    else:
+        _sub(el, "source", file=spec.disk_path)
     _sub(el, "target", dev="vda", bus="virtio")
 
 
@@ -173,7 +181,8 @@ def observe_domain(xml: str) -> dict[str, Any]:
     return {
         "name": _text(root, "name"), "uuid": _text(root, "uuid"), "virtType": root.get("type", ""),
         "memory": _memory_bytes(root), "vcpus": int(_text(root, "vcpu", "0") or 0),
-        "diskPath": _attr(root, "devices/disk[@device='disk']/source", "file"),
+        "diskPath": _attr(root, "devices/disk[@device='disk']/source", "file")
+        or _attr(root, "devices/disk[@device='disk']/source", "dev"),
         "diskFormat": _attr(root, "devices/disk[@device='disk']/driver", "type"),
         "interfaces": ifaces, "graphics": gfx.get("type", "none") if gfx is not None else "none",
         "kernel": _text(root, "os/kernel"), "initrd": _text(root, "os/initrd"), "cmdline": _text(root, "os/cmdline"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import xml.etree.ElementTree as ET
 from typing import Callable, Optional
 
 import libvirt
@@ -123,9 +124,20 @@ def _hole_handler(size: int) -> Callable[[libvirt.virStream, int], list[object]]
     return handler
 
 
-def upload_sparse(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: str,
-                  progress: Optional[Progress] = None) -> int:
-    """Upload a local file into a volume; holes never cross the wire.  Returns the data bytes sent."""
+def pool_type(p: libvirt.virStoragePool) -> str:
+    """'dir', 'logical', ... as libvirt defines the pool."""
+    return ET.fromstring(p.XMLDesc(0)).get("type", "")
+
+
+def upload(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: str,
+           progress: Optional[Progress] = None, sparse: bool = True) -> int:
+    """Upload a local file into a volume.  Returns the bytes sent.
+
+    sparse=True: holes never cross the wire (the target must read holes as zeros: a file volume).
+    sparse=False: every byte is sent, zeros included (block devices such as LVs keep old data).
+    """
+    if not sparse:
+        return _upload_dense(conn, vol, path, progress)
     size = os.path.getsize(path)
     sent = [0]
     fd = os.open(path, os.O_RDONLY)
@@ -155,6 +167,31 @@ def upload_sparse(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: st
         raise
     finally:
         os.close(fd)
+    if progress:
+        progress(size, size)
+    return sent[0]
+
+
+def _upload_dense(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: str,
+                  progress: Optional[Progress]) -> int:
+    size = os.path.getsize(path)
+    stream = conn.newStream(0)
+    sent = [0]
+    try:
+        vol.upload(stream, 0, size, 0)
+        with open(path, "rb") as f:
+            def read(_stream: libvirt.virStream, nbytes: int, f: object) -> bytes:
+                chunk = f.read(nbytes)  # type: ignore[attr-defined]
+                sent[0] += len(chunk)
+                return chunk
+            stream.sendAll(read, f)
+        stream.finish()
+    except BaseException:
+        try:
+            stream.abort()
+        except libvirt.libvirtError:
+            pass
+        raise
     if progress:
         progress(size, size)
     return sent[0]

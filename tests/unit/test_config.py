@@ -171,3 +171,30 @@ def test_build_command_runs_first(tmp_path) -> None:
     raw["images"]["b"]["build"] = "exit 3"
     with pytest.raises(ConfigError, match="images.b.build: build command failed"):
         parse(raw, lambda key, path, build: load(key, path, build, str(tmp_path)))
+
+
+def test_lvm_pool_needs_copy_disks(image: str) -> None:
+    raw = _set(good(image), f"{H}.pool", {"name": "guests", "type": "logical", "vg": "guests"})
+    with pytest.raises(ConfigError) as err:
+        parse_with(image, raw)
+    assert err.value.key == f"{G}.disk" and "disk: copy" in str(err.value)
+    fleet = parse_with(image, _set(raw, f"{G}.disk", "copy"))
+    assert fleet.hosts[0].spec.pool.path == "/dev/guests"
+
+
+def test_example_stack_parses_once_placeholders_are_replaced(image: str) -> None:
+    import yaml
+
+    from tests.lab import ROOT
+    with open(os.path.join(ROOT, "stacks", "Pulumi.example.yaml")) as f:
+        cfg = yaml.safe_load(f)["config"]
+    raw = {"images": cfg["virtfleet:images"], "hosts": cfg["virtfleet:hosts"]}
+    raw["images"]["baseline"] = {"path": image}
+    with pytest.raises(ConfigError, match="hostKey"):  # the placeholder itself is refused, with the fix
+        parse_with(image, raw)
+    for h in raw["hosts"].values():
+        h["hostKey"] = KEY
+    fleet = parse_with(image, raw)
+    g = fleet.hosts[0].guests[0]
+    assert (g.name, g.memory, g.disk_size, g.interfaces[0].mac, g.interfaces[0].source) == \
+        ("some-athens-guest", 4 << 30, 50 << 30, "d2:91:69:c0:14:9a", "enp30s0")
