@@ -96,9 +96,18 @@ wait_libvirtd() {
   log "h$n: libvirtd did not come up, see $d/log/libvirtd.log"; return 1
 }
 
+host_alive() {  # our own libvirtd of host $1 answers
+  local p; p=$(cat "$BASE/h$1/libvirtd.pid" 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null &&
+    nsenter -t "$p" -m -n -u virsh -q -c qemu:///system version >/dev/null 2>&1
+}
+
 host_up() {
   local n=$1 h=h$1 ip; ip=$(ip_of "$1")
-  if ip netns list | grep -qw "$h"; then log "$h already up"; return 0; fi
+  if ip netns list | grep -qw "$h"; then
+    if host_alive "$n"; then log "$h already up"; return 0; fi
+    log "$h: stale namespace (not this lab's, or its daemons died): recreating"
+    host_down "$n"
+  fi
   write_configs "$n"
   ip netns add "$h"
   ip link add "vfh$n" type veth peer name eth0 netns "$h"
