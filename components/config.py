@@ -8,14 +8,14 @@ reading the local image files (digest, virtual size).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from providers import validate as v
 from providers.errors import ConfigError
 from providers.localimage import LocalImage
-from providers.spec import (DISK_MODES, GRAPHICS, VIRT_TYPES, Connection, InterfaceSpec, PoolSpec,
-                            HostSpec)
+from providers.spec import DISK_MODES, GRAPHICS, VIRT_TYPES, Connection, HostSpec, InterfaceSpec, PoolSpec
 
 TOP_KEYS = {"images", "hosts", "sshPrivateKey"}
 IMAGE_KEYS = {"path", "build"}
@@ -170,7 +170,8 @@ def _cross_checks(hosts: tuple[HostConf, ...]) -> None:
             for n, iface in enumerate(g.interfaces):
                 if iface.mac in macs:
                     raise ConfigError(f"{where}.mac" if len(g.interfaces) == 1 else f"{where}.interfaces[{n}].mac",
-                                      f"MAC {iface.mac} is also used at {macs[iface.mac]}", "Give every guest its own MAC")
+                                      f"MAC {iface.mac} is also used at {macs[iface.mac]}",
+                                      "Give every guest its own MAC")
                 macs[iface.mac] = where
 
 

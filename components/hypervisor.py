@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import pulumi
 
 from providers.base_image import BaseImage
@@ -17,7 +15,7 @@ class Hypervisor(pulumi.ComponentResource):
     """Children: `<host>` (Host) and `<host>-<image>` (BaseImage) for every image its guests use."""
 
     def __init__(self, conf: HostConf, images: dict[str, LocalImage],
-                 opts: Optional[pulumi.ResourceOptions] = None) -> None:
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("virtfleet:fleet:Hypervisor", conf.key, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.conf = conf

@@ -6,8 +6,6 @@ host keeps its URN and Pulumi plans a replacement (old one removed first), not a
 
 from __future__ import annotations
 
-from typing import Optional
-
 import pulumi
 
 from providers.guest import Guest
@@ -18,7 +16,7 @@ from .hypervisor import Hypervisor
 
 
 class Machine(pulumi.ComponentResource):
-    def __init__(self, conf: GuestConf, hv: Hypervisor, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, conf: GuestConf, hv: Hypervisor, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("virtfleet:fleet:Machine", conf.key, None, opts)
         self.key = conf.key
         spec = hv.conf.spec
@@ -29,15 +27,16 @@ class Machine(pulumi.ComponentResource):
         self.volume = Volume(
             f"{conf.key}-disk",
             {"connection": conn, "pool": spec.pool.name, "name": disk_name, "capacity": conf.disk_size,
-             "mode": conf.disk_mode, "baseVolume": hv.base_volume_names[conf.image], "baseFormat": hv.images_format[conf.image],
-             "deleteOnDestroy": conf.delete_disk},
+             "mode": conf.disk_mode, "baseVolume": hv.base_volume_names[conf.image],
+             "baseFormat": hv.images_format[conf.image], "deleteOnDestroy": conf.delete_disk},
             pulumi.ResourceOptions(parent=self, depends_on=[hv.host, base]))
         self.guest = Guest(
             conf.key,
             {"connection": conn, "name": conf.name,
              "owner": {"project": pulumi.get_project(), "stack": pulumi.get_stack(), "resource": conf.key},
-             "memory": conf.memory, "vcpus": conf.vcpus, "virtType": spec.virt_type, "diskPath": spec.pool.volume_path(disk_name),
-             "diskFormat": "raw" if lvm else "qcow2", "interfaces": [i.to_props() for i in conf.interfaces], "graphics": conf.graphics,
+             "memory": conf.memory, "vcpus": conf.vcpus, "virtType": spec.virt_type,
+             "diskPath": spec.pool.volume_path(disk_name), "diskFormat": "raw" if lvm else "qcow2",
+             "interfaces": [i.to_props() for i in conf.interfaces], "graphics": conf.graphics,
              "running": conf.running, "autostart": conf.autostart, "kernel": conf.kernel, "initrd": conf.initrd,
              "cmdline": conf.cmdline, "shutdownTimeout": conf.shutdown_timeout, "ip": conf.ip},
             pulumi.ResourceOptions(parent=self, depends_on=[self.volume]))

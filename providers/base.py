@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from pulumi.dynamic import CheckFailure, CheckResult, ConfigureRequest, DiffResult, ResourceProvider
-
 from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
 
@@ -37,12 +36,12 @@ def say(message: str) -> None:
 
 
 class BaseProvider(ResourceProvider):
-    """Subclasses set `parse` (props -> spec, raising ConfigError) and `table` (the change table).
+    """Subclasses set `spec_type` (with `from_props`, raising ConfigError) and `table` (the change table).
 
     Instances hold no state: connections live in `remote.session`'s per-process cache.
     """
 
-    parse: ClassVar[Callable[[dict[str, Any]], Any]]
+    spec_type: ClassVar[Any]
     table: ClassVar[dict[str, str]]
 
     def configure(self, req: ConfigureRequest) -> None:
@@ -52,7 +51,7 @@ class BaseProvider(ResourceProvider):
         if has_unknowns(news):  # preview with values other resources will produce: checked again at create
             return CheckResult(news, [])
         try:
-            type(self).parse(news)
+            type(self).spec_type.from_props(news)
         except ConfigError as exc:
             return CheckResult(news, [CheckFailure(exc.key, str(exc))])
         return CheckResult(news, [])

@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from typing import Any, Optional
+from typing import Any
 
 import libvirt
 import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, Resource
 
+from . import delta, xmlgen
 from . import diff as difftab
-from . import xmlgen
 from .base import BaseProvider, inputs_of, say
 from .errors import HostError
 from .remote import session, storage
@@ -58,45 +58,97 @@ def _discard(spec: BaseImageSpec, tmp_name: str) -> None:
         say(f"{spec.conn.host}: could not remove the partial upload {tmp_name} yet ({exc}); it is never used")
 
 
+def _delta_source(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[str, list[tuple[int, int]]] | None:
+    """The base already on the host that this image differs least from, and the extents to send.
+
+    Only when the previous image's cluster map is known locally and under half of the image changed.
+    """
+    new_map = delta.remember(spec.sha256, spec.source)
+    best: tuple[int, str, list[tuple[int, int]]] | None = None
+    for name in p.listVolumes():
+        if not (name.startswith("vfbase-") and name.endswith(f".{spec.format}")) or name == spec.volume_name:
+            continue
+        old_map = delta.load(name[len("vfbase-"):-len(f".{spec.format}")])
+        extents = delta.changed_extents(old_map, new_map) if old_map else None
+        if extents is not None:
+            cost = sum(n for _, n in extents)
+            if best is None or cost < best[0]:
+                best = (cost, name, extents)
+    if best is None or best[0] > spec.size // 2:
+        return None
+    vol = storage.lookup_volume(p, best[1])
+    return (vol.path(), best[2]) if vol is not None else None
+
+
+def _fill(spec: BaseImageSpec, p: libvirt.virStoragePool, tmp_name: str) -> tuple[libvirt.virStorageVol, int, str]:
+    """Create the temporary volume with the image's bytes.  Returns (volume, bytes sent, how)."""
+    c = spec.conn
+    conn = session.virt(c)
+    logical = storage.pool_type(p) == "logical"
+    source = None if logical else _delta_source(spec, p)
+    if source is not None:  # clone the previous base on the host (no network), send the changed clusters
+        old_path, extents = source
+        tmp_path = os.path.join(os.path.dirname(old_path), tmp_name)
+        session.run(c, ["cp", "--sparse=always", "--", old_path, tmp_path])
+        session.run(c, ["chmod", "0644", "--", tmp_path])
+        _refresh(p)
+        vol = storage.lookup_volume(p, tmp_name)
+        if vol is not None:
+            sent = storage.upload_ranges(conn, vol, spec.source, extents)
+            return vol, sent, f"delta over {os.path.basename(old_path)[:23]}..., {len(extents)} extents"
+    # an LV is not zeroed: every byte is sent, holes included; a file volume stays sparse
+    vol = storage.create(p, xmlgen.volume(tmp_name, spec.size, "raw", allocation=spec.size if logical else 0))
+
+    t0 = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        rate = done / 2**20 / max(time.monotonic() - t0, 1e-3)
+        say(f"{c.host}: uploading {spec.image} {100 * done // max(total, 1)}% ({rate:.0f} MiB/s of the image)")
+    return vol, storage.upload(conn, vol, spec.source, progress, sparse=not logical), "full"
+
+
+def _publish(spec: BaseImageSpec, vol: libvirt.virStorageVol, tmp_name: str) -> str:
+    """Verify the temporary volume's size and sha256 ON THE HOST, then give it its published name."""
+    c = spec.conn
+    tmp_path = vol.path()
+    got = storage.sha256_on_host(c, tmp_path, spec.size)
+    if got != spec.sha256:
+        raise HostError(c.host, f"verifying the upload of {spec.image!r}",
+                        f"sha256 on the host is {got[:16]}..., expected {spec.sha256[:16]}...",
+                        "The upload was discarded; run `pulumi up` again")
+    final = os.path.join(os.path.dirname(tmp_path), spec.volume_name)
+    if tmp_path.startswith("/dev/"):
+        session.run(c, ["lvrename", os.path.basename(os.path.dirname(tmp_path)), tmp_name, spec.volume_name])
+        session.run(c, ["lvchange", "--permission", "r", final])
+    else:
+        session.run(c, ["chmod", "0444", "--", tmp_path])
+        session.run(c, ["mv", "-T", "--", tmp_path, final])
+    return final
+
+
 def _upload(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[int, str]:
-    """Upload under a temporary name, verify, publish.  Returns (bytes sent, published path)."""
+    """Fill a temporary volume, verify, publish.  Returns (bytes sent, published path)."""
     c = spec.conn
     if not os.path.isfile(spec.source) or os.path.getsize(spec.source) != spec.size:
         raise HostError(c.host, f"uploading image {spec.image!r}",
                         f"local file {spec.source!r} is missing or changed since the preview", "Run `pulumi up` again")
     _clear_stale_uploads(p, spec.sha256)
     tmp_name = f"{UPLOAD_PREFIX}{spec.sha256[:16]}-{secrets.token_hex(4)}"
-    logical = storage.pool_type(p) == "logical"
-    # an LV is not zeroed: every byte is sent, holes included; a file volume stays sparse
-    vol = storage.create(p, xmlgen.volume(tmp_name, spec.size, "raw", allocation=spec.size if logical else 0))
+    t0 = time.monotonic()
     try:
-        def progress(done: int, total: int) -> None:
-            say(f"{c.host}: uploading {spec.image} {100 * done // max(total, 1)}%")
-        t0 = time.monotonic()
-        sent = storage.upload(session.virt(c), vol, spec.source, progress, sparse=not logical)
-        tmp_path = vol.path()
-        got = storage.sha256_on_host(c, tmp_path, spec.size)
-        if got != spec.sha256:
-            raise HostError(c.host, f"verifying the upload of {spec.image!r}",
-                            f"sha256 on the host is {got[:16]}..., expected {spec.sha256[:16]}...",
-                            "The upload was discarded; run `pulumi up` again")
-        final = os.path.join(os.path.dirname(tmp_path), spec.volume_name)
-        if logical:
-            session.run(c, ["lvrename", os.path.basename(os.path.dirname(tmp_path)), tmp_name, spec.volume_name])
-            session.run(c, ["lvchange", "--permission", "r", final])
-        else:
-            session.run(c, ["chmod", "0444", "--", tmp_path])
-            session.run(c, ["mv", "-T", "--", tmp_path, final])
-        say(f"{c.host}: {spec.image} uploaded, {sent >> 20} MiB sent in {time.monotonic() - t0:.1f}s")
+        vol, sent, how = _fill(spec, p, tmp_name)
+        final = _publish(spec, vol, tmp_name)
     except BaseException:
         _discard(spec, tmp_name)
         raise
+    say(f"{c.host}: {spec.image} uploaded ({how}), {sent / 2**20:.1f} MiB sent in {time.monotonic() - t0:.1f}s")
     _refresh(p)
+    delta.remember(spec.sha256, spec.source)
     return sent, final
 
 
 class BaseImageProvider(BaseProvider):
-    parse = BaseImageSpec.from_props
+    spec_type = BaseImageSpec
     table = difftab.BASE_IMAGE_TABLE
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -142,7 +194,7 @@ class BaseImage(Resource, module="virtfleet", name="BaseImage"):
     bytesSent: pulumi.Output[int]
     reused: pulumi.Output[bool]
 
-    def __init__(self, name: str, props: dict[str, Any], opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(BaseImageProvider(), name,
                          {**props, "volumeName": None, "path": None, "bytesSent": None, "reused": None},
                          opts)

@@ -58,8 +58,8 @@ def _norm(key: str, value: Any) -> Any:
     if key == "connection":
         return _norm_connection(value)
     if key == "interfaces" and isinstance(value, list):
-        return [{k: (str(i.get(k) or "").lower() if k == "mac" else i.get(k)) for k in ("type", "source", "mac", "model")}
-                for i in value]
+        keys = ("type", "source", "mac", "model")
+        return [{k: (str(i.get(k) or "").lower() if k == "mac" else i.get(k)) for k in keys} for i in value]
     return value
 
 

@@ -29,9 +29,5 @@ class HostKeyError(HostError):
     """The SSH host key is unknown or does not match the pin: refused, never trusted silently."""
 
 
-class NotFound(VirtfleetError):
-    """A libvirt object really does not exist (not a connection problem)."""
-
-
-class UnsafeChange(VirtfleetError):
+class UnsafeChangeError(VirtfleetError):
     """A change would lose data (shrink a disk, take over a foreign guest): refused."""

@@ -12,7 +12,7 @@ delete: graceful shutdown, wait, destroy, undefine (NVRAM, managed save, snapsho
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import libvirt
 import pulumi
@@ -21,7 +21,7 @@ from pulumi.dynamic import CheckResult, CreateResult, ReadResult, Resource, Upda
 from . import diff as difftab
 from . import xmlgen
 from .base import BaseProvider, inputs_of, say
-from .errors import HostError, UnsafeChange
+from .errors import HostError, UnsafeChangeError
 from .remote import domains, session
 from .spec import GuestSpec
 
@@ -73,7 +73,7 @@ def _define_new(conn: libvirt.virConnect, spec: GuestSpec, uuid: str = "") -> li
 
 
 class GuestProvider(BaseProvider):
-    parse = GuestSpec.from_props
+    spec_type = GuestSpec
     table = difftab.GUEST_TABLE
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
@@ -95,7 +95,7 @@ class GuestProvider(BaseProvider):
             if owner != spec.owner.__dict__:
                 who = f"{owner['project']}/{owner['stack']}/{owner['resource']}" if owner else \
                     "something outside virtfleet"
-                raise UnsafeChange(
+                raise UnsafeChangeError(
                     f"host {spec.conn.host}: a guest named {spec.name!r} already exists, managed by {who}: "
                     "not taken over, nothing changed. Pick another name for this guest, or remove the other one")
             say(f"{spec.conn.host}: adopting {spec.name} left by an interrupted run of this stack")
@@ -136,6 +136,6 @@ class Guest(Resource, module="virtfleet", name="Guest"):
     uri: pulumi.Output[str]
     consoleCommand: pulumi.Output[str]
 
-    def __init__(self, name: str, props: dict[str, Any], opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(GuestProvider(), name,
                          {**props, **{k: None for k in LIVE_KEYS if k not in props}}, opts)

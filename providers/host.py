@@ -7,7 +7,7 @@ delete: the pool and everything in it are kept (they hold guests' disks).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, Resource, UpdateResult
@@ -29,7 +29,7 @@ def _converge(spec: HostSpec) -> dict[str, Any]:
 
 
 class HostProvider(BaseProvider):
-    parse = HostSpec.from_props
+    spec_type = HostSpec
     table = difftab.HOST_TABLE
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -65,7 +65,7 @@ class Host(Resource, module="virtfleet", name="Host"):
     kvmUsable: pulumi.Output[bool]
     hostname: pulumi.Output[str]
 
-    def __init__(self, name: str, props: dict[str, Any], opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(HostProvider(), name,
                          {**props, "uri": None, "libvirtVersion": None, "qemuVersion": None,
                           "kvmUsable": None, "hostname": None}, opts)

@@ -7,7 +7,7 @@ with the same name is adopted only when its backing file is the expected base.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import libvirt
 import pulumi
@@ -16,7 +16,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, 
 from . import diff as difftab
 from . import xmlgen
 from .base import BaseProvider, inputs_of, say
-from .errors import HostError, UnsafeChange
+from .errors import HostError, UnsafeChangeError
 from .remote import session, storage
 from .spec import VolumeSpec
 from .units import human
@@ -33,12 +33,12 @@ def _base(spec: VolumeSpec, p: libvirt.virStoragePool) -> libvirt.virStorageVol:
 def _adopt(spec: VolumeSpec, vol: libvirt.virStorageVol, base_path: str) -> None:
     seen = xmlgen.observe_volume(vol.XMLDesc(0))
     if spec.mode == "overlay" and seen["backingPath"] != base_path:
-        raise UnsafeChange(f"host {spec.conn.host}: disk {spec.name!r} already exists with backing file "
+        raise UnsafeChangeError(f"host {spec.conn.host}: disk {spec.name!r} already exists with backing file "
                            f"{seen['backingPath'] or 'none'!r}, not {base_path!r}: not adopted, nothing changed. "
                            "Give the guest another name, or move that disk away if it is really unused")
     if int(seen["capacity"]) > spec.capacity:
-        raise UnsafeChange(f"host {spec.conn.host}: kept disk {spec.name!r} is {human(int(seen['capacity']))}, larger "
-                           f"than diskSize {human(spec.capacity)}: shrinking is refused. Raise diskSize")
+        raise UnsafeChangeError(f"host {spec.conn.host}: kept disk {spec.name!r} is {human(int(seen['capacity']))}, "
+                                f"larger than diskSize {human(spec.capacity)}: shrinking is refused. Raise diskSize")
 
 
 def _grow(spec: VolumeSpec, vol: libvirt.virStorageVol) -> None:
@@ -68,17 +68,18 @@ def _copy_into_lv(spec: VolumeSpec, p: libvirt.virStoragePool, base: libvirt.vir
 
 
 class VolumeProvider(BaseProvider):
-    parse = VolumeSpec.from_props
+    spec_type = VolumeSpec
     table = difftab.VOLUME_TABLE
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         result = super().check(olds, news)
         old_cap, new_cap = olds.get("capacity"), news.get("capacity")
-        numbers = isinstance(old_cap, (int, float)) and isinstance(new_cap, (int, float))
-        if not result.failures and numbers and new_cap < old_cap:
+        if not result.failures and isinstance(old_cap, (int, float)) and isinstance(new_cap, (int, float)) \
+                and new_cap < old_cap:
             result.failures.append(CheckFailure(
-                "capacity", f"diskSize {human(new_cap)} would shrink the existing disk {news.get('name')} "
-                f"({human(old_cap)}): shrinking is refused because it loses data. Keep diskSize >= {human(old_cap)}"))
+                "capacity", f"diskSize {human(int(new_cap))} would shrink the existing disk {news.get('name')} "
+                f"({human(int(old_cap))}): shrinking is refused because it loses data. "
+                f"Keep diskSize >= {human(int(old_cap))}"))
         return result
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -119,11 +120,11 @@ class VolumeProvider(BaseProvider):
                             "Run `pulumi up --refresh` to recreate it")
         current = vol.info()[1]
         if spec.capacity < current:
-            raise UnsafeChange(f"host {spec.conn.host}: disk {spec.name} is {human(current)}; diskSize "
+            raise UnsafeChangeError(f"host {spec.conn.host}: disk {spec.name} is {human(current)}; diskSize "
                                f"{human(spec.capacity)} would shrink it: refused")
         if spec.capacity > current:
             _grow(spec, vol)
-        keep = {k: olds[k] for k in ("baseVolume", "baseFormat", "basePath") if k in olds}
+        keep: dict[str, Any] = {k: olds[k] for k in ("baseVolume", "baseFormat", "basePath") if k in olds}
         return UpdateResult({**inputs_of(news), **keep, "path": vol.path(), "adopted": olds.get("adopted", False)})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
@@ -140,6 +141,6 @@ class Volume(Resource, module="virtfleet", name="Volume"):
     path: pulumi.Output[str]
     adopted: pulumi.Output[bool]
 
-    def __init__(self, name: str, props: dict[str, Any], opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(VolumeProvider(), name, {**props, "path": None, "adopted": None,
                                                   "basePath": None}, opts)

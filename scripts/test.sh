@@ -7,6 +7,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/env.sh
 . "$ROOT/scripts/env.sh"
 cd "$ROOT"
+echo "test.sh: ruff + mypy"
+"$ROOT/.venv/bin/ruff" check --quiet .
+"$ROOT/.venv/bin/mypy" --no-error-summary providers components __main__.py
 set +e
 "$ROOT/.venv/bin/python" -m pytest "$@"
 rc=$?

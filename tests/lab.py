@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import threading
 import time
-import queue
 from typing import Any
 
 import libvirt

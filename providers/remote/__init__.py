@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import libvirt
 
-from ..errors import NotFound
-
 NOT_FOUND_CODES = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL}
 
 
@@ -14,4 +12,4 @@ def is_not_found(exc: libvirt.libvirtError) -> bool:
     return exc.get_error_code() in NOT_FOUND_CODES
 
 
-__all__ = ["NotFound", "is_not_found"]
+__all__ = ["is_not_found"]

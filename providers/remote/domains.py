@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import libvirt
 
@@ -19,7 +18,7 @@ UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_
                   | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
 
 
-def by_uuid(conn: libvirt.virConnect, uuid: str) -> Optional[libvirt.virDomain]:
+def by_uuid(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain | None:
     try:
         return conn.lookupByUUIDString(uuid)
     except libvirt.libvirtError as exc:
@@ -28,7 +27,7 @@ def by_uuid(conn: libvirt.virConnect, uuid: str) -> Optional[libvirt.virDomain]:
         raise
 
 
-def by_name(conn: libvirt.virConnect, name: str) -> Optional[libvirt.virDomain]:
+def by_name(conn: libvirt.virConnect, name: str) -> libvirt.virDomain | None:
     try:
         return conn.lookupByName(name)
     except libvirt.libvirtError as exc:

@@ -16,11 +16,11 @@ import io
 import os
 import shlex
 import shutil
-import socket
 import tempfile
 import threading
 import urllib.parse
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import libvirt
 import paramiko
@@ -115,7 +115,7 @@ def _open_ssh(c: Connection) -> paramiko.SSHClient:
                                _pin_fix(c) + ", or add it to ~/.ssh/known_hosts") from exc
         raise HostError(c.host, f"SSH to {c.user}@{c.address}:{c.port}", str(exc) or type(exc).__name__,
                         "Check the user, the key (virtfleet:sshPrivateKey or sshKeyFile) and sshd on the host") from exc
-    except (OSError, socket.timeout) as exc:
+    except (TimeoutError, OSError) as exc:
         raise HostError(c.host, f"SSH to {c.address}:{c.port}", str(exc) or type(exc).__name__,
                         "Check that the host is up and the address and port are right") from exc
     transport = client.get_transport()
@@ -198,7 +198,7 @@ def forget(c: Connection) -> None:
             try:
                 if obj is not None:
                     obj.close()
-            except Exception:  # noqa: BLE001 - closing a dead connection may fail in any way
+            except Exception:  # noqa: BLE001, S110 - closing a dead connection may fail in any way
                 pass
 
 
@@ -210,7 +210,7 @@ def run(c: Connection, argv: list[str], timeout: float = 300, check: bool = True
         _, out, err = client.exec_command(cmd, timeout=timeout)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
         rc = out.channel.recv_exit_status()
-    except (paramiko.SSHException, OSError, socket.timeout) as exc:
+    except (TimeoutError, paramiko.SSHException, OSError) as exc:
         forget(c)
         raise HostError(c.host, f"running {argv[0]}", str(exc) or type(exc).__name__,
                         "Check the host's SSH connection and retry") from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import xml.etree.ElementTree as ET
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import libvirt
 
@@ -17,7 +17,7 @@ from . import is_not_found, session
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
-def lookup_pool(conn: libvirt.virConnect, name: str) -> Optional[libvirt.virStoragePool]:
+def lookup_pool(conn: libvirt.virConnect, name: str) -> libvirt.virStoragePool | None:
     try:
         return conn.storagePoolLookupByName(name)
     except libvirt.libvirtError as exc:
@@ -62,7 +62,7 @@ def ensure_pool(c: Connection, spec: PoolSpec) -> dict[str, object]:
     return {"created": created, "path": spec.path}
 
 
-def lookup_volume(p: libvirt.virStoragePool, name: str) -> Optional[libvirt.virStorageVol]:
+def lookup_volume(p: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
     try:
         return p.storageVolLookupByName(name)
     except libvirt.libvirtError as exc:
@@ -130,7 +130,7 @@ def pool_type(p: libvirt.virStoragePool) -> str:
 
 
 def upload(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: str,
-           progress: Optional[Progress] = None, sparse: bool = True) -> int:
+           progress: Progress | None = None, sparse: bool = True) -> int:
     """Upload a local file into a volume.  Returns the bytes sent.
 
     sparse=True: holes never cross the wire (the target must read holes as zeros: a file volume).
@@ -173,7 +173,7 @@ def upload(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: str,
 
 
 def _upload_dense(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: str,
-                  progress: Optional[Progress]) -> int:
+                  progress: Progress | None) -> int:
     size = os.path.getsize(path)
     stream = conn.newStream(0)
     sent = [0]
@@ -195,6 +195,34 @@ def _upload_dense(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: st
     if progress:
         progress(size, size)
     return sent[0]
+
+
+def upload_ranges(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: str,
+                  extents: list[tuple[int, int]]) -> int:
+    """Write only the given (offset, length) ranges of a local file into a volume.  Returns bytes sent."""
+    sent = 0
+    with open(path, "rb") as f:
+        for offset, length in extents:
+            f.seek(offset)
+            stream = conn.newStream(0)
+            try:
+                vol.upload(stream, offset, length, 0)
+                remaining = length
+                while remaining:
+                    chunk = f.read(min(remaining, 1 << 20))
+                    if not chunk:
+                        raise OSError(f"{path} ended at {offset + length - remaining}, expected more")
+                    stream.send(chunk)  # type: ignore[arg-type]
+                    remaining -= len(chunk)
+                stream.finish()
+            except BaseException:
+                try:
+                    stream.abort()
+                except libvirt.libvirtError:
+                    pass
+                raise
+            sent += length
+    return sent
 
 
 def sha256_on_host(c: Connection, path: str, size: int) -> str:

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from providers.base_image import BaseImageProvider
-from providers.errors import HostError, UnsafeChange
+from providers.errors import HostError, UnsafeChangeError
 from providers.guest import GuestProvider
 from providers.host import HostProvider
 from providers.volume import VolumeProvider
@@ -53,7 +53,7 @@ def test_lifecycle(disk, unique, sweep) -> None:
     uuid = made.id
     assert lab.domain_state("h1", name) == "running"
     assert made.outs["uuid"] == uuid and made.outs["running"] is True and made.outs["xmlDrift"] is False
-    assert "virtfleet:owner" in lab.virsh("h1", "dumpxml", name) or "urn:virtfleet:owner:1" in lab.virsh("h1", "dumpxml", name)
+    assert "urn:virtfleet:owner:1" in lab.virsh("h1", "dumpxml", name)
     read = gp.read(uuid, made.outs)
     assert read.id == uuid and not gp.diff(uuid, read.outs, props).changes
 
@@ -125,7 +125,7 @@ def test_foreign_name_is_not_taken_over_but_own_leftover_is_adopted(disk, unique
     lab.in_host("h1", "sh", "-c", f"echo \"{xml}\" > /tmp/{name}.xml && virsh -q define /tmp/{name}.xml")
     gp = GuestProvider()
     props = guest_props("h1", name, disk, _mac(unique), running=False)
-    with pytest.raises(UnsafeChange, match="already exists, managed by something outside virtfleet"):
+    with pytest.raises(UnsafeChangeError, match="already exists, managed by something outside virtfleet"):
         gp.create(props)
     assert "65536" in lab.virsh("h1", "dumpxml", name)  # untouched
     lab.virsh("h1", "undefine", name)

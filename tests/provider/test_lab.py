@@ -39,7 +39,7 @@ def test_plain_libvirt_with_the_lab_known_hosts(lab_info) -> None:
     with open(wrapper, "w") as f:
         f.write(f"#!/bin/sh\nexec ssh -o UserKnownHostsFile={lab_info['knownHosts']} -o StrictHostKeyChecking=yes "
                 f"-o BatchMode=yes \"$@\"\n")
-    os.chmod(wrapper, 0o755)
+    os.chmod(wrapper, 0o700)
     conn = libvirt.open(f"qemu+ssh://root@{h['address']}/system?keyfile={lab_info['sshKeyFile']}&command={wrapper}")
     try:
         assert conn.getHostname() == "h1"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 
 import pytest
 
 from providers.base_image import BaseImageProvider
-from providers.errors import HostError, UnsafeChange
+from providers.errors import HostError, UnsafeChangeError
 from providers.host import HostProvider
 from providers.volume import VolumeProvider
 from tests import lab
@@ -129,7 +130,7 @@ def test_volume_overlay_copy_grow_shrink_keep(hosts, unique) -> None:
     # shrink refused before anything runs
     failures = vp.check(grown.outs, dict(props, capacity=1 << 30)).failures
     assert failures and failures[0].property == "capacity" and "refused" in failures[0].reason
-    with pytest.raises(UnsafeChange):
+    with pytest.raises(UnsafeChangeError):
         vp.update(made.id, grown.outs, dict(props, capacity=1 << 30))
     # the base cannot go while the disk uses it
     BaseImageProvider().delete("x", {**image_props("h1"), **base})
@@ -139,7 +140,7 @@ def test_volume_overlay_copy_grow_shrink_keep(hosts, unique) -> None:
     assert f"ov-{unique}.qcow2" in lab.volumes("h1")
     adopted = vp.create(bigger)
     assert adopted.outs["adopted"] is True
-    with pytest.raises(UnsafeChange, match="shrinking is refused"):
+    with pytest.raises(UnsafeChangeError, match="shrinking is refused"):
         vp.create(props)
     lab.virsh("h1", "vol-delete", "--pool", "guests", f"ov-{unique}.qcow2")
     # a full copy, deleted on destroy
@@ -156,3 +157,27 @@ def test_missing_base_is_a_clear_error(hosts, unique) -> None:
     fake = {"volumeName": "vfbase-" + "0" * 64 + ".qcow2", "format": "qcow2"}
     with pytest.raises(HostError, match="base volume .* is missing"):
         VolumeProvider().create(volume_props("h1", f"nb-{unique}.qcow2", fake))
+
+
+def test_rebuilt_image_sends_only_changed_clusters(hosts, tmp_path) -> None:
+    old = tmp_path / "v1.raw"
+    _sparse_image(str(old), 256 << 20, data_every=2 << 20)  # 128 MiB of data
+    bp = BaseImageProvider()
+    first = bp.create(image_props("h2", str(old), name="rebuilt"))
+    new = tmp_path / "v2.raw"
+    subprocess.run(["cp", "--sparse=always", str(old), str(new)], check=True)
+    with open(new, "r+b") as f:  # change ~2 % of the 64 KiB clusters, scattered
+        for i in range(0, 4096, 50):
+            f.seek(i * (64 << 10) + 100)
+            f.write(os.urandom(512))
+    props = image_props("h2", str(new), name="rebuilt")
+    second = bp.create(props)
+    try:
+        assert second.outs["reused"] is False
+        assert second.outs["bytesSent"] <= 0.05 * (256 << 20), second.outs["bytesSent"]
+        digest = lab.in_host("h2", "sh", "-c", f"sha256sum {second.outs['path']}").stdout.split()[0]
+        assert digest == props["sha256"]
+        assert first.outs["volumeName"] in lab.volumes("h2"), "the previous base stays until it is deleted"
+    finally:
+        bp.delete(second.id, second.outs)
+        bp.delete(first.id, first.outs)

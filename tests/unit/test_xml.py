@@ -22,7 +22,8 @@ UUID = "6b9ff0a2-1c1b-4b2c-9f5f-2a2b2c2d2e2f"
 
 def article_guest(**changes: object) -> GuestSpec:
     spec = GuestSpec(conn=CONN, name="some-athens-guest", owner=Owner("virtfleet", "prod", "some-athens-guest"),
-                     memory=4 << 30, vcpus=2, virt_type="kvm", disk_path="/var/lib/virtfleet/guests/some-athens-guest.qcow2",
+                     memory=4 << 30, vcpus=2, virt_type="kvm",
+                     disk_path="/var/lib/virtfleet/guests/some-athens-guest.qcow2",
                      interfaces=(InterfaceSpec("direct", "enp30s0", "d2:91:69:c0:14:9a"),))
     return spec.replace(**changes)
 

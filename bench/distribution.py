@@ -1,0 +1,173 @@
+"""B1-B3: image distribution to 3 lab hosts, virtfleet (`pulumi up`) vs the article's way, side by side.
+
+B1  first distribution of a 1 GiB image (sparse ~40 % data, and dense) to 3 hosts:
+    virtfleet = `pulumi up` of a stack with one guest per host (hash, parallel sparse upload, verify on
+    the host, overlay disk, define, start) vs the article = scp the image to each host in turn, then a
+    full `qemu-img convert` per guest.  Wall time ratio and bytes on the wire per host, counted on the
+    lab's links (tx bytes of each host's veth in the root namespace).
+B2  `pulumi up` again with the image unchanged: image bytes sent (and all bytes on the links).
+B3  the image rebuilt with ~2 % of its clusters changed, plus one new guest per host: bytes sent per
+    host vs the image size; the new guests' disks are backed by the new base, the old guests' by the old.
+
+usage: bench/distribution.py [--size-mib 1024]   (needs the lab up with 3 hosts: scripts/setup.sh 3)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests import lab  # noqa: E402
+from tests.e2e.fleet import config, guest  # noqa: E402
+from tests.pulumi_cli import Stack  # noqa: E402
+
+HOSTS = ("h1", "h2", "h3")
+CEILING_MIB_S = 500  # LAB.md: the transfer ceiling of these machines is about 450-550 MiB/s
+
+
+def link_tx() -> dict[str, int]:
+    out = {}
+    for h in HOSTS:
+        with open(f"/sys/class/net/vfh{h[1:]}/statistics/tx_bytes") as f:
+            out[h] = int(f.read())
+    return out
+
+
+def delta_mib(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    return {h: (after[h] - before[h]) / 2**20 for h in HOSTS}
+
+
+def make_image(path: str, size: int, data_fraction: float) -> int:
+    """A raw image with random 1 MiB chunks (2 of every 5 for 40 %), the rest holes.  Returns data bytes."""
+    written = 0
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for i in range(size >> 20):
+            if data_fraction >= 1 or i % 5 < round(data_fraction * 5):
+                f.seek(i << 20)
+                f.write(os.urandom(1 << 20))
+                written += 1 << 20
+    return written
+
+
+def article(image: str, tag: str) -> tuple[float, dict[str, float]]:
+    """scp to each host in turn, then a full qemu-img convert per guest (one guest per host)."""
+    info = lab.info()
+    before, t0 = link_tx(), time.monotonic()
+    for h in HOSTS:
+        addr = info["hosts"][h]["address"]
+        lab.in_host(h, "mkdir", "-p", "/var/lib/virtfleet/article")
+        subprocess.run(["scp", "-q", "-o", f"UserKnownHostsFile={info['knownHosts']}", "-o", "BatchMode=yes",
+                        "-i", info["sshKeyFile"], image, f"root@{addr}:/var/lib/virtfleet/article/{tag}.img"],
+                       check=True)
+        subprocess.run(["ssh", "-o", f"UserKnownHostsFile={info['knownHosts']}", "-o", "BatchMode=yes",
+                        "-i", info["sshKeyFile"], f"root@{addr}", "qemu-img", "convert", "-O", "qcow2",
+                        f"/var/lib/virtfleet/article/{tag}.img", f"/var/lib/virtfleet/article/{tag}-guest.qcow2"],
+                       check=True)
+    wall = time.monotonic() - t0
+    wire = delta_mib(before, link_tx())
+    for h in HOSTS:
+        lab.in_host(h, "rm", "-rf", "/var/lib/virtfleet/article", check=False)
+    return wall, wire
+
+
+def stack_for(tmp: str, image: str, guests_per_host: dict[str, list[str]], tag: str) -> Stack:
+    cfg = config({h: {g: guest(g) for g in gs} for h, gs in guests_per_host.items()})
+    cfg["images"]["payload"]["path"] = image
+    return Stack(tmp, f"bench{tag}", cfg)
+
+
+def row(label: str, value: str) -> None:
+    print(f"| {label:<62} | {value:<44} |", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mib", type=int, default=1024)
+    args = ap.parse_args()
+    size = args.size_mib << 20
+    tmp = tempfile.mkdtemp(prefix="virtfleet-bench-", dir=os.path.join(lab.ROOT, ".state"))
+    env_cache = {"VIRTFLEET_DIGEST_CACHE": f"{tmp}/digests.json", "VIRTFLEET_CLUSTER_CACHE": f"{tmp}/clusters"}
+    os.environ.update(env_cache)
+    print(f"| {'measure (3 lab hosts, one run)':<62} | {'result':<44} |\n|{'-' * 64}|{'-' * 46}|")
+    for kind, fraction in (("sparse", 0.4), ("dense", 1.0)):
+        image = f"{tmp}/{kind}.raw"
+        data = make_image(image, size, fraction)
+        a_wall, a_wire = article(image, kind)
+        tag = f"{kind}{os.getpid()}"
+        guests = {h: [f"b1{kind[0]}-{h}"] for h in HOSTS}
+        stack = stack_for(f"{tmp}/{kind}", image, guests, tag)
+        before, t0 = link_tx(), time.monotonic()
+        stack.up()
+        v_wall = time.monotonic() - t0
+        v_wire = delta_mib(before, link_tx())
+        row(f"B1 {kind} {size >> 20} MiB ({data >> 20} MiB data): article's way", f"{a_wall:6.1f} s, "
+            f"{max(a_wire.values()):6.0f} MiB/host on the wire")
+        row(f"B1 {kind}: virtfleet `pulumi up` (upload+verify+3 guests)", f"{v_wall:6.1f} s, "
+            f"{max(v_wire.values()):6.0f} MiB/host on the wire")
+        row(f"B1 {kind}: time ratio virtfleet/article", f"{v_wall / a_wall:.2f}x")
+        row(f"B1 {kind}: bytes/host vs image data", f"{max(v_wire.values()) / (data / 2**20):.2f}x of the data")
+        row(f"B1 {kind}: throughput (data x 3 hosts / wall) vs ~{CEILING_MIB_S} MiB/s ceiling",
+            f"{3 * data / 2**20 / v_wall:6.0f} MiB/s = {3 * data / 2**20 / v_wall / CEILING_MIB_S:.2f} of it")
+        if kind == "sparse":
+            before = link_tx()
+            t0 = time.monotonic()
+            stack.up()
+            b2 = delta_mib(before, link_tx())
+            sent = [g["bytesSent"] for g in _base_outputs(stack)]
+            row("B2 `pulumi up`, image unchanged: image bytes sent per host", f"{max(sent)} B (bytesSent)")
+            row("B2 all bytes on the links per host (SSH + libvirt RPC)",
+                f"{max(b2.values()) * 1024:.0f} KiB, {time.monotonic() - t0:.1f} s")
+            _b3(stack, image, size, tmp, guests)
+        stack.destroy()
+        for h in HOSTS:
+            for v in lab.volumes(h):
+                if v.startswith(("b1", "b3", "vfbase-")) and v not in ("vfbase-",):
+                    lab.virsh(h, "vol-delete", "--pool", "guests", v, check=False)
+        os.remove(image)
+    return 0
+
+
+def _base_outputs(stack: Stack) -> list[dict]:
+    state = stack.export()
+    return [r["outputs"] for r in state["deployment"]["resources"] if r["type"].endswith("virtfleet:BaseImage")]
+
+
+def _b3(stack: Stack, image: str, size: int, tmp: str, guests: dict[str, list[str]]) -> None:
+    old_digests = {o["sha256"] for o in _base_outputs(stack)}
+    rebuilt = f"{tmp}/rebuilt.raw"
+    subprocess.run(["cp", "--sparse=always", image, rebuilt], check=True)
+    clusters = size // (64 << 10)
+    with open(rebuilt, "r+b") as f:
+        for i in range(0, clusters, 50):  # 2 % of the clusters, scattered
+            f.seek(i * (64 << 10) + 4096)
+            f.write(os.urandom(4096))
+    more = {h: gs + [f"b3-{h}"] for h, gs in guests.items()}
+    cfg = config({h: {g: guest(g) for g in gs} for h, gs in more.items()})
+    cfg["images"]["payload"]["path"] = rebuilt
+    stack.write_config(cfg)
+    before, t0 = link_tx(), time.monotonic()
+    stack.up()
+    wall = time.monotonic() - t0
+    wire = delta_mib(before, link_tx())
+    sent = [o["bytesSent"] for o in _base_outputs(stack)]
+    row("B3 rebuilt image (2 % clusters changed) + 1 new guest/host", f"{wall:6.1f} s")
+    row("B3 image bytes sent per host vs image size", f"{max(sent) / 2**20:.1f} MiB = {max(sent) / size:.1%}")
+    row("B3 all bytes on the links per host", f"{max(wire.values()):.1f} MiB = {max(wire.values()) * 2**20 / size:.1%}")
+    new_digest = _base_outputs(stack)[0]["sha256"]
+    ok_new = all(new_digest in lab.virsh(h, "vol-dumpxml", "--pool", "guests", f"b3-{h}.qcow2") for h in HOSTS)
+    ok_old = all(any(d in lab.virsh(h, "vol-dumpxml", "--pool", "guests", f"{gs[0]}.qcow2") for d in old_digests)
+                 for h, gs in guests.items())
+    running = all(lab.domain_state(h, f"b3-{h}") == "running" for h in HOSTS)
+    row("B3 new guests on the new base / old guests keep the old base", f"{ok_new} / {ok_old} (running: {running})")
+    os.remove(rebuilt)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""B4: a fleet of N guests across 3 lab hosts, `pulumi up` vs a parallel virsh-over-SSH shell baseline,
+and a no-op `pulumi preview` vs the floor of the same number of do-nothing dynamic resources.
+
+Baseline: 8 parallel workers (xargs -P 8), per guest `virsh vol-create-as` (overlay on the same base),
+`virsh define`, `virsh start`, each virsh call opening its own SSH connection (qemu+ssh, pinned key).
+virtfleet: `pulumi up` of a stack with the same guests (one SSH + one libvirt connection per host,
+reused; the dynamic-provider process serves at most 4 calls at once).
+
+usage: bench/fleet.py [N ...]   (default 10 30 60; needs the lab up with 3 hosts)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from providers import xmlgen  # noqa: E402
+from providers.base_image import BaseImageProvider  # noqa: E402
+from providers.host import HostProvider  # noqa: E402
+from providers.spec import Connection, GuestSpec, InterfaceSpec, Owner  # noqa: E402
+from tests import lab  # noqa: E402
+from tests.e2e.fleet import config, guest, mac_for  # noqa: E402
+from tests.provider.fixtures import host_props, image_props  # noqa: E402
+from tests.pulumi_cli import Stack  # noqa: E402
+
+HOSTS = ("h1", "h2", "h3")
+MEMORY = "96MiB"
+
+FLOOR_PROGRAM = '''
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
+
+class Nothing(ResourceProvider):
+    def create(self, props):
+        return CreateResult("x", props)
+
+    def diff(self, _id, _olds, _news):
+        return DiffResult(changes=False)
+
+class R(Resource):
+    def __init__(self, name):
+        super().__init__(Nothing(), name, {"v": 1})
+
+for i in range(int(pulumi.Config().require("n"))):
+    R(f"r{i}")
+'''
+
+
+def names(n: int, tag: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {h: [] for h in HOSTS}
+    for i in range(n):
+        out[HOSTS[i % 3]].append(f"f{tag}-{i:02d}")
+    return out
+
+
+def baseline(tmp: str, n: int, base_volume: str, base_path: str) -> float:
+    info = lab.info()
+    wrapper = f"{tmp}/ssh"
+    with open(wrapper, "w") as f:
+        f.write(f"#!/bin/sh\nexec ssh -o UserKnownHostsFile={info['knownHosts']} -o StrictHostKeyChecking=yes "
+                "-o BatchMode=yes \"$@\"\n")
+    os.chmod(wrapper, 0o700)
+    lines = []
+    for host, gs in names(n, "s").items():
+        h = info["hosts"][host]
+        uri = f"qemu+ssh://root@{h['address']}/system?keyfile={info['sshKeyFile']}&command={wrapper}"
+        for g in gs:
+            spec = GuestSpec(conn=Connection(host=host, address=h["address"]), name=g,
+                             owner=Owner("baseline", "bench", g), memory=96 << 20, vcpus=1, virt_type="qemu",
+                             disk_path=f"/var/lib/virtfleet/guests/{g}.qcow2",
+                             interfaces=(InterfaceSpec("direct", "eth0", mac_for(g)),))
+            xml_path = f"{tmp}/{g}.xml"
+            with open(xml_path, "w") as f:
+                f.write(xmlgen.domain(spec))
+            lines.append(f"virsh -q -c '{uri}' vol-create-as guests {g}.qcow2 1G --format qcow2 "
+                         f"--backing-vol {base_path} --backing-vol-format qcow2 >/dev/null && "
+                         f"virsh -q -c '{uri}' define {xml_path} >/dev/null && "
+                         f"virsh -q -c '{uri}' start {g} >/dev/null")
+    script = f"{tmp}/jobs.txt"
+    with open(script, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    t0 = time.monotonic()
+    subprocess.run(["sh", "-c", f"tr '\\n' '\\0' < {script} | xargs -0 -P 8 -I CMD sh -c 'CMD'"], check=True)
+    wall = time.monotonic() - t0
+    for host, gs in names(n, "s").items():
+        for g in gs:
+            lab.virsh(host, "destroy", g, check=False)
+            lab.virsh(host, "undefine", g, check=False)
+            lab.virsh(host, "vol-delete", "--pool", "guests", f"{g}.qcow2", check=False)
+    return wall
+
+
+def floor_preview(tmp: str, count: int) -> float:
+    project = f"{tmp}/floor"
+    os.makedirs(project, exist_ok=True)
+    with open(f"{project}/Pulumi.yaml", "w") as f:
+        f.write(f"name: floor\nruntime:\n  name: python\n  options:\n    virtualenv: {lab.ROOT}/.venv\n")
+    with open(f"{project}/__main__.py", "w") as f:
+        f.write(FLOOR_PROGRAM)
+    stack = Stack(f"{tmp}/floor-state-{count}", "floor", project_dir=project)
+    stack.run("config", "set", "n", str(count))
+    stack.up()
+    t0 = time.monotonic()
+    stack.preview()
+    return time.monotonic() - t0
+
+
+def row(cells: list[str]) -> None:
+    print("| " + " | ".join(cells) + " |", flush=True)
+
+
+def main() -> int:
+    sizes = [int(a) for a in sys.argv[1:]] or [10, 30, 60]
+    tmp = tempfile.mkdtemp(prefix="virtfleet-fleet-", dir=os.path.join(lab.ROOT, ".state"))
+    row(["N guests", "baseline virsh (s)", "virtfleet up (s)", "ratio", "no-op preview (s)",
+         "floor preview, same #resources (s)", "ratio"])
+    row(["---"] * 7)
+    for n in sizes:
+        gs = names(n, "v")
+        cfg = config({h: {g: guest(g, memory=MEMORY, shutdownTimeout=0) for g in g_list} for h, g_list in gs.items()})
+        stack = Stack(f"{tmp}/v{n}", f"fleet{n}", cfg)
+        # the base image once per host, not timed on either side (B1 measures distribution)
+        base = {}
+        for h in HOSTS:
+            HostProvider().create(host_props(h))
+            base = BaseImageProvider().create(image_props(h)).outs
+        bases_path = base["path"]
+        b = baseline(tmp, n, os.path.basename(bases_path), bases_path)
+        t0 = time.monotonic()
+        stack.up()
+        v = time.monotonic() - t0
+        resources = len(stack.export()["deployment"]["resources"])
+        t0 = time.monotonic()
+        stack.preview("--expect-no-changes")
+        p = time.monotonic() - t0
+        f = floor_preview(tmp, resources)
+        row([str(n), f"{b:.1f}", f"{v:.1f}", f"{v / b:.2f}x", f"{p:.1f}", f"{f:.1f} ({resources} res.)",
+             f"{p / f:.2f}x"])
+        stack.destroy()
+        for host, g_list in gs.items():
+            for g in g_list:
+                lab.virsh(host, "vol-delete", "--pool", "guests", f"{g}.qcow2", check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
