@@ -43,6 +43,7 @@ class Machine(pulumi.ComponentResource):
         self.outputs = {
             "host": conf.host, "uuid": self.guest.uuid, "mac": conf.interfaces[0].mac, "ip": conf.ip,
             "state": self.guest.state, "uri": self.guest.uri, "console": self.guest.consoleCommand,
+            "virtManager": f"virt-manager --connect '{spec.conn.uri}' --show-domain-console {conf.name}",
             "disk": self.volume.path,
         }
         self.register_outputs(self.outputs)

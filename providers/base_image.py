@@ -167,8 +167,8 @@ class BaseImageProvider(BaseProvider):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         spec = BaseImageSpec.from_props(props)
-        p = storage.pool(spec.conn, spec.pool)
-        if storage.lookup_volume(p, spec.volume_name) is None:
+        p = storage.lookup_pool(session.virt(spec.conn), spec.pool)
+        if p is None or storage.lookup_volume(p, spec.volume_name) is None:
             return ReadResult(None, {})
         return ReadResult(id_, inputs_of(props))
 
