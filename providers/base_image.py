@@ -63,13 +63,18 @@ def _delta_source(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[str, 
 
     Only when the previous image's cluster map is known locally and under half of the image changed.
     """
+    old_maps = {}
+    for name in p.listVolumes():
+        if name.startswith("vfbase-") and name.endswith(f".{spec.format}") and name != spec.volume_name:
+            old_map = delta.load(name[len("vfbase-"):-len(f".{spec.format}")])
+            if old_map:
+                old_maps[name] = old_map
+    if not old_maps:  # nothing to compare with: a full upload (the new map is made after it)
+        return None
     new_map = delta.remember(spec.sha256, spec.source)
     best: tuple[int, str, list[tuple[int, int]]] | None = None
-    for name in p.listVolumes():
-        if not (name.startswith("vfbase-") and name.endswith(f".{spec.format}")) or name == spec.volume_name:
-            continue
-        old_map = delta.load(name[len("vfbase-"):-len(f".{spec.format}")])
-        extents = delta.changed_extents(old_map, new_map) if old_map else None
+    for name, old_map in old_maps.items():
+        extents = delta.changed_extents(old_map, new_map)
         if extents is not None:
             cost = sum(n for _, n in extents)
             if best is None or cost < best[0]:

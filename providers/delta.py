@@ -33,13 +33,14 @@ def compute(path: str) -> bytes:
         pos = 0
         while pos < size:
             try:
-                pos = os.lseek(fd, pos, os.SEEK_DATA) // CLUSTER * CLUSTER
+                data = os.lseek(fd, pos, os.SEEK_DATA)
             except OSError:  # only a hole is left
                 break
             try:
-                end = os.lseek(fd, pos, os.SEEK_HOLE)
+                end = os.lseek(fd, data, os.SEEK_HOLE)  # from the data itself: a hole start would answer itself
             except OSError:
                 end = size
+            pos = data // CLUSTER * CLUSTER
             end = min(size, -(-end // CLUSTER) * CLUSTER)
             os.lseek(fd, pos, os.SEEK_SET)
             while pos < end:

@@ -26,6 +26,24 @@ def owned_domains(host: str, stack: str) -> list[str]:
     return out
 
 
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(pid))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def cleanup(stack: Stack, pairs: list[tuple[str, str]]) -> None:
     stack.destroy(check=False)
     for host, name in pairs:
@@ -87,7 +105,13 @@ def test_sigkill_mid_run_then_documented_recovery(tmp_path, unique) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (set(names) & set(lab.domains("h1") + lab.domains("h2"))):
             time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its language host and its provider, all at once
+        # the CLI, its language host, the program and the provider, all at once (plugins run in
+        # process groups of their own, so walk the tree)
+        for pid in [proc.pid, *descendants(proc.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         proc.wait(30)
         # the README's recovery: cancel a held lock if any, refresh clearing pending creates, up
         stack.run("cancel", "--yes", check=False)

@@ -1,0 +1,61 @@
+"""Cluster maps and changed extents on real sparse files."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from providers import delta
+
+pytestmark = pytest.mark.unit
+
+
+def _write(path, size: int, chunks: dict[int, bytes]) -> None:
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for off, data in chunks.items():
+            f.seek(off)
+            f.write(data)
+
+
+def test_map_of_holes_equals_map_of_zeros(tmp_path) -> None:
+    sparse, dense = tmp_path / "s", tmp_path / "d"
+    _write(sparse, 1 << 20, {})
+    dense.write_bytes(bytes(1 << 20))
+    assert delta.compute(str(sparse)) == delta.compute(str(dense))
+
+
+def test_data_starting_mid_cluster_and_odd_sizes(tmp_path) -> None:
+    """Data that begins inside a cluster after a hole (4 KiB holes) must not stall the scan."""
+    size = (3 << 20) + 123
+    a, b = tmp_path / "a", tmp_path / "b"
+    _write(a, size, {(64 << 10) + 4096: os.urandom(4096), size - 50: b"x" * 50})
+    _write(b, size, {(64 << 10) + 4096: os.urandom(4096), size - 50: b"x" * 50})
+    ma, mb = delta.compute(str(a)), delta.compute(str(b))
+    assert delta.changed_extents(ma, mb, merge_gap=0) == [(64 << 10, 64 << 10)]
+    assert delta.changed_extents(ma, ma) == []
+
+
+def test_changed_extents_merge_and_compare_sizes(tmp_path) -> None:
+    size = 4 << 20
+    base = {i << 16: os.urandom(1024) for i in range(0, 64)}
+    a, b = tmp_path / "a", tmp_path / "b"
+    _write(a, size, base)
+    _write(b, size, {**base, 0: os.urandom(10), 2 << 16: os.urandom(10), 40 << 16: os.urandom(10)})
+    ma, mb = delta.compute(str(a)), delta.compute(str(b))
+    assert delta.changed_extents(ma, mb, merge_gap=0) == [(0, 1 << 16), (2 << 16, 1 << 16), (40 << 16, 1 << 16)]
+    assert delta.changed_extents(ma, mb, merge_gap=1 << 17) == [(0, 3 << 16), (40 << 16, 1 << 16)]
+    c = tmp_path / "c"
+    _write(c, size + 1, {})
+    assert delta.changed_extents(ma, delta.compute(str(c))) is None
+
+
+def test_remember_caches_by_digest(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(delta, "CACHE_DIR", str(tmp_path / "cache"))
+    f = tmp_path / "img"
+    _write(f, 1 << 20, {0: b"abc"})
+    m = delta.remember("d" * 64, str(f))
+    assert delta.load("d" * 64) == m
+    f.write_bytes(b"changed")  # the cache answers by digest, without reading the file again
+    assert delta.remember("d" * 64, str(f)) == m
