@@ -229,6 +229,7 @@ def sha256_on_host(c: Connection, path: str, size: int) -> str:
     """sha256 of the first `size` bytes of a file or block device, computed on the host."""
     # openssl uses the CPU's SHA extensions (about 5x sha256sum here); sha256sum where it is missing
     script = ('if command -v openssl >/dev/null; then h="openssl dgst -sha256 -r"; else h=sha256sum; fi; '
-              'if [ -f "$2" ] && [ "$(stat -c %s -- "$2")" = "$1" ]; then $h < "$2"; else head -c "$1" -- "$2" | $h; fi')
+              'if [ -f "$2" ] && [ "$(stat -c %s -- "$2")" = "$1" ]; then $h < "$2"; '
+              'else head -c "$1" -- "$2" | $h; fi')
     _, out, _ = session.run(c, ["sh", "-c", script, "sh", str(size), path], timeout=1800)
     return out.split()[0] if out else ""
