@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import libvirt
+
+T = TypeVar("T")
 
 NOT_FOUND_CODES = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL}
 
@@ -12,4 +17,14 @@ def is_not_found(exc: libvirt.libvirtError) -> bool:
     return exc.get_error_code() in NOT_FOUND_CODES
 
 
-__all__ = ["is_not_found"]
+def or_none(fn: Callable[..., T], *args: Any) -> T | None:
+    """fn(*args), or None when libvirt answers that the object does not exist; other errors raise."""
+    try:
+        return fn(*args)
+    except libvirt.libvirtError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+
+
+__all__ = ["is_not_found", "or_none"]

@@ -6,7 +6,7 @@ import time
 
 import libvirt
 
-from . import is_not_found
+from . import is_not_found, or_none
 
 STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate", libvirt.VIR_DOMAIN_RUNNING: "running",
@@ -19,21 +19,11 @@ UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_
 
 
 def by_uuid(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain | None:
-    try:
-        return conn.lookupByUUIDString(uuid)
-    except libvirt.libvirtError as exc:
-        if is_not_found(exc):
-            return None
-        raise
+    return or_none(conn.lookupByUUIDString, uuid)
 
 
 def by_name(conn: libvirt.virConnect, name: str) -> libvirt.virDomain | None:
-    try:
-        return conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        if is_not_found(exc):
-            return None
-        raise
+    return or_none(conn.lookupByName, name)
 
 
 def state(dom: libvirt.virDomain) -> str:

@@ -12,18 +12,13 @@ import libvirt
 from .. import xmlgen
 from ..errors import HostError
 from ..spec import Connection, PoolSpec
-from . import is_not_found, session
+from . import is_not_found, or_none, session
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
 def lookup_pool(conn: libvirt.virConnect, name: str) -> libvirt.virStoragePool | None:
-    try:
-        return conn.storagePoolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if is_not_found(exc):
-            return None
-        raise
+    return or_none(conn.storagePoolLookupByName, name)
 
 
 def pool(c: Connection, name: str) -> libvirt.virStoragePool:
@@ -63,12 +58,7 @@ def ensure_pool(c: Connection, spec: PoolSpec) -> dict[str, object]:
 
 
 def lookup_volume(p: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
-    try:
-        return p.storageVolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if is_not_found(exc):
-            return None
-        raise
+    return or_none(p.storageVolLookupByName, name)
 
 
 def volumes(p: libvirt.virStoragePool) -> list[dict[str, object]]:
