@@ -118,7 +118,7 @@ class GuestProvider(BaseProvider):
             return UpdateResult(_outs(spec, news, _define_new(conn, spec, id_)))
         p = difftab.plan(difftab.GUEST_TABLE, olds, news)
         dom = conn.defineXML(xmlgen.domain(spec, id_))
-        _apply_power(spec, dom, restart=bool(p.restart))
+        _apply_power(spec, dom, restart=difftab.guest_needs_restart(p, bool(dom.isActive())))
         return UpdateResult(_outs(spec, news, dom))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:

@@ -19,7 +19,6 @@ import shutil
 import tempfile
 import threading
 import urllib.parse
-from collections.abc import Callable
 from typing import TypeVar
 
 import libvirt
@@ -217,18 +216,3 @@ def run(c: Connection, argv: list[str], timeout: float = 300, check: bool = True
     if check and rc != 0:
         raise HostError(c.host, f"running {cmd}", f"exit {rc}: {stderr.strip()[:500]}")
     return rc, stdout, stderr
-
-
-def with_retry(c: Connection, fn: Callable[[libvirt.virConnect], T]) -> T:
-    """Call fn(conn); if the connection broke (libvirtd restarted, ssh dropped), reconnect once."""
-    conn = virt(c)
-    try:
-        return fn(conn)
-    except libvirt.libvirtError as exc:
-        if conn.isAlive():
-            raise
-        forget(c)
-        try:
-            return fn(virt(c))
-        except libvirt.libvirtError as exc2:
-            raise exc2 from exc
