@@ -5,11 +5,11 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${1:-3}
-t0=$(date +%s.%N)
-step() { printf '[setup %6.1fs] %s\n' "$(echo "$(date +%s.%N) - $t0" | bc)" "$*"; }
+t0=$(date +%s%N)
+step() { local ms=$(( ($(date +%s%N) - t0) / 1000000 )); printf '[setup %4d.%01ds] %s\n' $((ms / 1000)) $((ms % 1000 / 100)) "$*"; }
 APT_PACKAGES="libvirt-daemon-system libvirt-clients libvirt-dev pkg-config qemu-system-x86 qemu-utils
   openssh-server openssh-client iproute2 busybox-static libxml2-utils syslinux syslinux-common mtools
-  dosfstools lvm2 bc"
+  dosfstools lvm2"
 
 step "apt packages"
 missing=$(for p in $APT_PACKAGES; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
