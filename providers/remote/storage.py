@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import libvirt
 
@@ -95,6 +96,23 @@ def delete(p: libvirt.virStoragePool, name: str) -> bool:
     return True
 
 
+@contextmanager
+def _upload_stream(conn: libvirt.virConnect, vol: libvirt.virStorageVol, offset: int, length: int,
+                   flags: int) -> Iterator[libvirt.virStream]:
+    """A stream uploading into vol[offset:offset+length]: finished on success, aborted on any error."""
+    stream = conn.newStream(0)
+    try:
+        vol.upload(stream, offset, length, flags)
+        yield stream
+        stream.finish()
+    except BaseException:
+        try:
+            stream.abort()
+        except libvirt.libvirtError:
+            pass
+        raise
+
+
 def _hole_handler(size: int) -> Callable[[libvirt.virStream, int], list[object]]:
     def handler(_stream: libvirt.virStream, fd: int) -> list[object]:
         cur = os.lseek(fd, 0, os.SEEK_CUR)
@@ -144,17 +162,9 @@ def upload(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: str,
     def skip(_stream: libvirt.virStream, length: int, fd: int) -> int:
         return os.lseek(fd, length, os.SEEK_CUR)
 
-    stream = conn.newStream(0)
     try:
-        vol.upload(stream, 0, size, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
-        stream.sparseSendAll(read, _hole_handler(size), skip, fd)
-        stream.finish()
-    except BaseException:
-        try:
-            stream.abort()
-        except libvirt.libvirtError:
-            pass
-        raise
+        with _upload_stream(conn, vol, 0, size, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM) as stream:
+            stream.sparseSendAll(read, _hole_handler(size), skip, fd)
     finally:
         os.close(fd)
     if progress:
@@ -165,23 +175,15 @@ def upload(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: str,
 def _upload_dense(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: str,
                   progress: Progress | None) -> int:
     size = os.path.getsize(path)
-    stream = conn.newStream(0)
     sent = [0]
-    try:
-        vol.upload(stream, 0, size, 0)
-        with open(path, "rb") as f:
-            def read(_stream: libvirt.virStream, nbytes: int, f: object) -> bytes:
-                chunk = f.read(nbytes)  # type: ignore[attr-defined]
-                sent[0] += len(chunk)
-                return chunk
-            stream.sendAll(read, f)
-        stream.finish()
-    except BaseException:
-        try:
-            stream.abort()
-        except libvirt.libvirtError:
-            pass
-        raise
+
+    def read(_stream: libvirt.virStream, nbytes: int, f: object) -> bytes:
+        chunk = f.read(nbytes)  # type: ignore[attr-defined]
+        sent[0] += len(chunk)
+        return chunk
+
+    with open(path, "rb") as f, _upload_stream(conn, vol, 0, size, 0) as stream:
+        stream.sendAll(read, f)
     if progress:
         progress(size, size)
     return sent[0]
@@ -194,9 +196,7 @@ def upload_ranges(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: st
     with open(path, "rb") as f:
         for offset, length in extents:
             f.seek(offset)
-            stream = conn.newStream(0)
-            try:
-                vol.upload(stream, offset, length, 0)
+            with _upload_stream(conn, vol, offset, length, 0) as stream:
                 remaining = length
                 while remaining:
                     chunk = f.read(min(remaining, 1 << 20))
@@ -204,13 +204,6 @@ def upload_ranges(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: st
                         raise OSError(f"{path} ended at {offset + length - remaining}, expected more")
                     stream.send(chunk)  # type: ignore[arg-type]
                     remaining -= len(chunk)
-                stream.finish()
-            except BaseException:
-                try:
-                    stream.abort()
-                except libvirt.libvirtError:
-                    pass
-                raise
             sent += length
     return sent
 
