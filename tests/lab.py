@@ -72,10 +72,19 @@ def uptime_of(host: str, name: str) -> float:
     return float(out.stdout.strip() or -1)
 
 
-def read_console(conn: libvirt.virConnect, dom: libvirt.virDomain, markers: list[str], timeout: float = 90,
+def read_console(host: str, uuid: str, markers: list[str], timeout: float = 90,
                  send: bytes = b"") -> tuple[dict[str, float], bytes]:
-    """Open the serial console through the API (works over qemu+ssh), optionally type `send`, and wait
-    for every marker.  Start the domain paused first to see its whole boot."""
+    """Open the guest's serial console through the API over qemu+ssh, optionally type `send`, and wait
+    for every marker.  Start the domain paused first to see its whole boot.
+
+    The console gets a libvirt connection of its own: a blocking recv() holds its connection, so calls
+    on a shared one (destroy, ...) would wait for it.  The reader ends when the console closes.
+    """
+    from providers.remote import session
+    from providers.spec import Connection
+
+    conn = libvirt.open(session.libvirt_uri(Connection.from_props(connection_props(host))))
+    dom = conn.lookupByUUIDString(uuid)
     stream = conn.newStream(0)
     dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
     q: queue.Queue[bytes | None] = queue.Queue()
@@ -108,8 +117,6 @@ def read_console(conn: libvirt.virConnect, dom: libvirt.virDomain, markers: list
         for m in markers:
             if m not in found and m.encode() in buf:
                 found[m] = time.monotonic() - t0
-    try:
-        stream.abort()
-    except libvirt.libvirtError:
-        pass
+    # No abort here: aborting while the reader thread sits in recv() can deadlock the client.  The
+    # reader ends by itself when the console closes (the guest stops or is destroyed).
     return found, buf

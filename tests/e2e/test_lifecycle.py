@@ -9,8 +9,6 @@ import time
 
 import pytest
 
-from providers.remote import session
-from providers.spec import Connection
 from tests import lab
 from tests.e2e.fleet import config, guest
 from tests.pulumi_cli import Stack
@@ -83,10 +81,9 @@ def test_lifecycle(fleet) -> None:
     assert "running" in ref.stdout and ("~ " in ref.stdout or "updated" in ref.stdout), ref.stdout
     timed("4 up --refresh restarts it", stack.up, "--refresh")
     assert wait_state("h1", a, "running") == "running"
-    conn = session.virt(Connection.from_props(lab.connection_props("h1")))
-    dom = conn.lookupByName(b)
     time.sleep(6)  # let the payload finish booting
-    found, _ = lab.read_console(conn, dom, ["VIRTFLEET-PAYLOAD-SELF-POWEROFF"], timeout=30, send=b"\npoweroff\n")
+    found, _ = lab.read_console("h1", lab.virsh("h1", "domuuid", b).strip(), ["VIRTFLEET-PAYLOAD-SELF-POWEROFF"],
+                                timeout=30, send=b"\npoweroff\n")
     assert found, "the guest did not power itself off"
     assert wait_state("h1", b, "shut off") == "shut off"
     stack.up("--refresh")

@@ -104,7 +104,7 @@ def test_payload_boots_under_tcg_and_prints_its_marker_over_ssh(lab_info, unique
     try:
         assert "type='qemu'" in dom.XMLDesc(0) or 'type="qemu"' in dom.XMLDesc(0)
         dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
-        found, buf = lab.read_console(conn, dom, ["VIRTFLEET-PAYLOAD-UP"], timeout=120)
+        found, buf = lab.read_console("h1", dom.UUIDString(), ["VIRTFLEET-PAYLOAD-UP"], timeout=120)
         assert "VIRTFLEET-PAYLOAD-UP" in found, buf[-2000:].decode(errors="replace")
         assert dom.isActive(), "the payload must stay up after its marker"
     finally:
