@@ -100,11 +100,13 @@ def read_console(host: str, uuid: str, markers: list[str], timeout: float = 90,
             pass
         q.put(None)
 
-    threading.Thread(target=reader, daemon=True).start()
-    if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
-        dom.resume()
+    # Every call on this connection happens before the reader starts: a call while recv() blocks on
+    # the same connection deadlocks.  Console output waits in the stream until it is read.
     if send:
         stream.send(send)
+    if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+        dom.resume()
+    threading.Thread(target=reader, daemon=True).start()
     t0, buf, found = time.monotonic(), b"", {}
     while len(found) < len(markers) and time.monotonic() - t0 < timeout:
         try:
