@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 
 from tests import lab
+from tests.configedit import DELETE, with_value
 from tests.e2e.fleet import config, guest
 from tests.pulumi_cli import Stack
 
 pytestmark = pytest.mark.e2e
-DELETE = object()
 
 
 def host_state() -> dict[str, tuple[list[str], list[str], str]]:
@@ -19,16 +17,7 @@ def host_state() -> dict[str, tuple[list[str], list[str], str]]:
 
 
 def _set(raw: dict, path: str, value: object) -> dict:
-    raw = copy.deepcopy(raw)
-    keys = path.split("|")
-    node = raw
-    for k in keys[:-1]:
-        node = node[k]
-    if value is DELETE:
-        del node[keys[-1]]
-    else:
-        node[keys[-1]] = value
-    return raw
+    return with_value(raw, path, value, sep="|")
 
 
 def cases(g1: str, g2: str) -> list[tuple[str, object, str, str]]:

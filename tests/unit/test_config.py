@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from components.config import parse, unknown_top_keys
 from providers.errors import ConfigError
 from providers.localimage import load
+from tests.configedit import DELETE, with_value
 
 pytestmark = pytest.mark.unit
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKMXPZbrtpy4ToAGYPKvES0bow1xtrIrOLpw5kCD8SGy"
@@ -58,19 +58,9 @@ def test_good_fleet(image: str) -> None:
 
 
 def _set(raw: dict, path: str, value: object) -> dict:
-    raw = copy.deepcopy(raw)
-    keys = path.split(".")
-    node = raw
-    for k in keys[:-1]:
-        node = node[k]
-    if value is DELETE:
-        del node[keys[-1]]
-    else:
-        node[keys[-1]] = value
-    return raw
+    return with_value(raw, path, value)
 
 
-DELETE = object()
 G = "hosts.athens.guests.some-athens-guest"
 H = "hosts.athens"
 BAD = [
