@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import pulumi
 
 from providers.base_image import BaseImage
@@ -9,6 +12,17 @@ from providers.host import Host
 from providers.localimage import LocalImage
 
 from .config import HostConf
+
+
+def _digest_output(img: LocalImage) -> pulumi.Output[str]:
+    """The image's sha256 as an Output: a new image is still being hashed while its hosts connect."""
+    if img.digest.done():
+        return pulumi.Output.from_input(img.digest.result())
+    return pulumi.Output.from_input(asyncio.wrap_future(img.digest))
+
+
+def _volume_name(fmt: str) -> Callable[[str], str]:
+    return lambda digest: f"vfbase-{digest}.{fmt}"
 
 
 class Hypervisor(pulumi.ComponentResource):
@@ -22,14 +36,16 @@ class Hypervisor(pulumi.ComponentResource):
         self.host = Host(conf.key, conf.spec.to_props(), child)
         self.base_images: dict[str, BaseImage] = {}
         self.images_format = {name: img.format for name, img in images.items()}
-        self.base_volume_names = {name: f"vfbase-{img.sha256}.{img.format}" for name, img in images.items()}
+        digests = {name: _digest_output(img) for name, img in images.items()}
+        self.base_volume_names = {name: digests[name].apply(_volume_name(img.format))
+                                  for name, img in images.items()}
         conn = conf.spec.conn.to_props()
         for name in sorted({g.image for g in conf.guests}):
             img = images[name]
             self.base_images[name] = BaseImage(
                 f"{conf.key}-{name}",
                 {"connection": conn, "pool": conf.spec.pool.name, "image": name, "source": img.path,
-                 "sha256": img.sha256, "size": img.size, "format": img.format},
+                 "sha256": digests[name], "size": img.size, "format": img.format},
                 pulumi.ResourceOptions(parent=self, depends_on=[self.host]))
         self.register_outputs({"uri": self.host.uri, "libvirtVersion": self.host.libvirtVersion,
                                "kvmUsable": self.host.kvmUsable})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, ClassVar
 
@@ -12,6 +13,7 @@ from pulumi.runtime.rpc import UNKNOWN
 from . import diff as difftab
 from .errors import ConfigError
 from .remote import session
+from .trace import trace, traced
 
 PROVIDER_KEY = "__provider"
 
@@ -33,6 +35,7 @@ def has_unknowns(value: Any) -> bool:
 def say(message: str) -> None:
     """A line for the operator; the engine shows the provider's stderr in verbose logs."""
     print(f"virtfleet: {message}", file=sys.stderr, flush=True)
+    trace(message)
 
 
 class BaseProvider(ResourceProvider):
@@ -43,6 +46,13 @@ class BaseProvider(ResourceProvider):
 
     spec_type: ClassVar[Any]
     table: ClassVar[dict[str, str]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if os.environ.get("VIRTFLEET_TRACE"):  # every provider call, timed, in the trace file
+            for name in ("check", "diff", "create", "read", "update", "delete"):
+                if name in cls.__dict__:
+                    setattr(cls, name, traced(name, cls.__dict__[name]))
 
     def configure(self, req: ConfigureRequest) -> None:
         session.set_private_key(req.config.get("virtfleet:sshPrivateKey"))

@@ -67,13 +67,13 @@ def remember(sha256: str, path: str) -> bytes:
         cached = load(sha256)
         if cached is not None:
             return cached
-        return _store(sha256, compute(path))
+        return store(sha256, compute(path))
 
 
-def _store(sha256: str, data: bytes) -> bytes:
+def store(sha256: str, data: bytes) -> bytes:
     try:
         os.makedirs(CACHE_DIR, exist_ok=True)
-        tmp = f"{_cache_path(sha256)}.{os.getpid()}"
+        tmp = f"{_cache_path(sha256)}.{os.getpid()}.{threading.get_ident()}"
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, _cache_path(sha256))

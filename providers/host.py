@@ -19,9 +19,7 @@ from .spec import HostSpec
 
 
 def _converge(spec: HostSpec) -> dict[str, Any]:
-    if spec.host_nic:
-        hostfacts.require_nic(spec.conn, spec.host_nic)
-    facts = hostfacts.facts(spec.conn)
+    facts = hostfacts.facts(spec.conn, spec.host_nic)  # a missing hostNic stops here, nothing touched
     pool = storage.ensure_pool(spec.conn, spec.pool)
     if spec.virt_type == "kvm" and not facts["kvmUsable"]:
         facts["warning"] = "virtType kvm but KVM is not usable on this host: set virtType: qemu"

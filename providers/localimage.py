@@ -1,17 +1,30 @@
-"""Local image files: format, virtual size and a cached sha256 (local I/O only, no host)."""
+"""Local image files: format, virtual size and a cached sha256 (local I/O only, no host).
+
+The digest is computed in the background (`LocalImage.digest` is a future), so the program can register
+and connect its hosts while a new image is hashed; its cluster map (for later delta uploads) is made in
+the same background step, on the other core.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import struct
 import subprocess
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from . import delta
 from .errors import ConfigError
+from .trace import trace
 
 QCOW2_MAGIC = b"QFI\xfb"
+T = TypeVar("T")
 CACHE = os.path.expanduser(os.environ.get("VIRTFLEET_DIGEST_CACHE", "~/.cache/virtfleet/digests.json"))
 
 
@@ -21,7 +34,11 @@ class LocalImage:
     format: str
     size: int          # bytes of the file
     virtual_size: int  # bytes the guest sees
-    sha256: str
+    digest: Future[str]  # its sha256, hex
+
+    @property
+    def sha256(self) -> str:
+        return self.digest.result()
 
 
 def _format_and_virtual_size(path: str) -> tuple[str, int]:
@@ -64,28 +81,86 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def _cached_digest(path: str) -> str:
+_workers: list[ThreadPoolExecutor] = []
+
+
+def _stamp(path: str) -> str:
     st = os.stat(path)
-    stamp = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
+def _cached(path: str, stamp: str) -> str | None:
+    try:
+        with open(CACHE) as f:
+            entry = json.load(f).get(os.path.abspath(path))
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(entry["sha256"]) if isinstance(entry, dict) and entry.get("stamp") == stamp else None
+
+
+def _niced(nice: int, fn: Callable[..., T], *args: Any) -> T:
+    """Run fn in this worker thread at a lower CPU priority: the SSH handshakes of the hosts come first."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    return fn(*args)
+
+
+def digest_of(path: str) -> Future[str]:
+    """The file's sha256: done at once from the cache, else computed in the background together with its
+    cluster map (hashlib releases the GIL: the two use both cores)."""
+    stamp = _stamp(path)
+    done: Future[str] = Future()
+    hit = _cached(path, stamp)
+    if hit is not None:
+        done.set_result(hit)
+        return done
+    if not _workers:
+        _workers.append(ThreadPoolExecutor(max_workers=4, thread_name_prefix="virtfleet-digest"))
+    digest = _workers[0].submit(_niced, 5, _cached_digest, path, stamp)
+    clusters = _workers[0].submit(_niced, 15, delta.compute, path)
+    digest.add_done_callback(lambda f: clusters.add_done_callback(
+        lambda m: f.exception() or m.exception() or delta.store(f.result(), m.result())))
+    return digest
+
+
+def _cached_digest(path: str, stamp: str) -> str:
+    trace(f"begin sha256 {path}")
+    digest = sha256_file(path)
+    trace(f"end sha256 {path}")
     try:
         with open(CACHE) as f:
             cache = json.load(f)
     except (OSError, ValueError):
         cache = {}
-    entry = cache.get(os.path.abspath(path))
-    if entry and entry.get("stamp") == stamp:
-        return str(entry["sha256"])
-    digest = sha256_file(path)
     cache[os.path.abspath(path)] = {"stamp": stamp, "sha256": digest}
     try:
         os.makedirs(os.path.dirname(CACHE), exist_ok=True)
-        tmp = f"{CACHE}.{os.getpid()}"
+        tmp = f"{CACHE}.{os.getpid()}.{threading.get_ident()}"
         with open(tmp, "w") as f:
             json.dump(cache, f)
         os.replace(tmp, CACHE)
     except OSError:
         pass  # the cache is an optimisation only
     return digest
+
+
+_crcs: dict[tuple[str, str], str] = {}
+_crc_lock = threading.Lock()
+
+
+def posix_cksum(path: str) -> str:
+    """The file's POSIX cksum CRC (what `cksum < FILE` prints first), or "" when `cksum` is missing here."""
+    key = (os.path.abspath(path), _stamp(path))
+    with _crc_lock:
+        if key in _crcs:
+            return _crcs[key]
+        try:
+            with open(path, "rb") as f:
+                out = subprocess.run(["cksum"], stdin=f, capture_output=True, check=True).stdout.decode()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+        _crcs[key] = out.split()[0]
+        return _crcs[key]
 
 
 def load(key: str, path: str, build: str = "", cwd: str = ".") -> LocalImage:
@@ -100,4 +175,4 @@ def load(key: str, path: str, build: str = "", cwd: str = ".") -> LocalImage:
         raise ConfigError(f"{key}.path", f"image file {full!r} does not exist",
                           "Build the image first (or give `build`), or correct the path")
     fmt, vsize = _format_and_virtual_size(full)
-    return LocalImage(os.path.abspath(full), fmt, os.path.getsize(full), vsize, _cached_digest(full))
+    return LocalImage(os.path.abspath(full), fmt, os.path.getsize(full), vsize, digest_of(full))

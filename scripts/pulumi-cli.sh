@@ -13,7 +13,8 @@ have_pinned() {  # $1 = directory holding a pulumi binary
     [ "$("$1/pulumi" version 2>/dev/null)" = "$PULUMI_VERSION" ]
 }
 
-# The language host: see scripts/pulumi_langhost.py for why it is not the upstream Go binary.
+# The language host (see scripts/pulumi_langhost.py for why it is not the upstream Go binary) and the
+# dynamic-provider host.
 install_langhost() {  # $1 = tools directory
   cat > "$1/pulumi-language-python" <<SH
 #!/bin/sh
@@ -21,9 +22,16 @@ VIRTFLEET_LANGHOST_DIR="$1" VIRTFLEET_PULUMI_VERSION="${PULUMI_VERSION#v}" \\
   exec "\${VIRTFLEET_PYTHON:-$ROOT/.venv/bin/python}" "$ROOT/scripts/pulumi_langhost.py" "\$@"
 SH
   chmod 0755 "$1/pulumi-language-python"
+  # the dynamic-provider host: the SDK's, with more than 4 worker threads (scripts/pulumi_dynamic_host.py)
+  cat > "$1/pulumi-resource-pulumi-python" <<SH
+#!/bin/sh
+exec "\${VIRTFLEET_PYTHON:-$ROOT/.venv/bin/python}" -u "$ROOT/scripts/pulumi_dynamic_host.py" "\$@"
+SH
+  chmod 0755 "$1/pulumi-resource-pulumi-python"
 }
 
-if onpath=$(command -v pulumi 2>/dev/null) && have_pinned "$(dirname "$onpath")"; then
+if onpath=$(command -v pulumi 2>/dev/null) && [ "$(dirname "$onpath")" != "$DEST" ] &&
+  have_pinned "$(dirname "$onpath")"; then
   dirname "$onpath"; exit 0
 fi
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$PULUMI_VERSION" ] && [ -x "$DEST/pulumi" ]; then
@@ -58,7 +66,6 @@ ld="-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_V
 go build -trimpath -tags osusergo,grpcnotrace -ldflags "$ld" -o "$DEST.tmp/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi >&2
 sdkdir=$(go list -m -f '{{.Dir}}' "github.com/pulumi/pulumi/sdk/v3")
 install -m 0755 "$sdkdir/python/cmd/pulumi-language-python-exec" "$DEST.tmp/"
-install -m 0755 "$sdkdir/python/dist/pulumi-resource-pulumi-python" "$DEST.tmp/"
 
 rm -rf "$DEST"; mv "$DEST.tmp" "$DEST"
 install_langhost "$DEST"

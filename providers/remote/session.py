@@ -1,9 +1,15 @@
-"""Per-host sessions: one SSH client (paramiko) and one libvirt connection (qemu+ssh) per host and process.
+"""Per-host sessions: ONE SSH connection per host and process, reused for everything in a run.
+
+The connection is an OpenSSH master (ControlMaster) owned by virtfleet: libvirt's qemu+ssh RPC, its
+upload streams and every remote command are sessions multiplexed over it, so a run pays one SSH
+handshake per host.  (paramiko's pure-Python transport moves ~250 MiB/s for all hosts together on these
+machines, OpenSSH 400+ MiB/s, so bulk image data rides OpenSSH; paramiko parses and checks the key
+material before anything connects.)
 
 Host keys are always verified: against the pinned `hostKey` when the stack gives one, otherwise against
 the user's ~/.ssh/known_hosts, strictly.  An unknown or changed key is refused with the fix.  The private
-key comes from the stack secret `virtfleet:sshPrivateKey` (held in memory and, for libvirt's ssh, in a
-0600 file inside a private 0700 runtime directory removed at exit), else `sshKeyFile`, else the agent.
+key comes from the stack secret `virtfleet:sshPrivateKey` (held in memory; written 0600 into a private 0700
+runtime directory only while the master authenticates, then removed), else `sshKeyFile`, else the agent.
 
 The cache is lazy and thread-safe; nothing here is ever pickled with a provider.
 """
@@ -12,32 +18,41 @@ from __future__ import annotations
 
 import atexit
 import base64
+import binascii
+import contextlib
+import hashlib
 import io
 import os
 import shlex
 import shutil
+import socket
+import subprocess
 import tempfile
 import threading
 import urllib.parse
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import libvirt
-import paramiko
 
 from ..errors import HostError, HostKeyError
 from ..spec import Connection
+
+if TYPE_CHECKING:
+    import paramiko
 
 libvirt.registerErrorHandler(lambda *_: None, None)  # lookups that miss must not print to stderr
 
 T = TypeVar("T")
 _lock = threading.Lock()
 CacheKey = tuple[str, int, str, str, str]
-_host_locks: dict[CacheKey, threading.Lock] = {}
-_ssh: dict[CacheKey, paramiko.SSHClient] = {}
+_host_locks: dict[tuple[str, CacheKey], threading.Lock] = {}
+_masters: dict[CacheKey, str] = {}  # control socket of each host's master connection
 _virt: dict[CacheKey, libvirt.virConnect] = {}
 _private_key: list[str] = []  # the secret key material, when configured
 _runtime_dir: list[str] = []
 SSH_CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
+PERSIST = "20s"  # a master with no session left (its process was killed) exits after this
+RUNTIME_PREFIX = "virtfleet-"
 
 
 def set_private_key(material: str | None) -> None:
@@ -50,19 +65,37 @@ def _key(c: Connection) -> CacheKey:
     return (c.address, c.port, c.user, c.host_key, c.ssh_key_file)
 
 
+def _sweep_stale_runtime_dirs() -> None:
+    """Remove runtime directories of virtfleet processes that are gone (killed before their atexit ran)."""
+    tmp = tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        parts = name.split("-")
+        if not name.startswith(RUNTIME_PREFIX) or len(parts) != 3 or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
 def _runtime() -> str:
     with _lock:
         if not _runtime_dir:
-            d = tempfile.mkdtemp(prefix="virtfleet-")
+            _sweep_stale_runtime_dirs()
+            d = tempfile.mkdtemp(prefix=f"{RUNTIME_PREFIX}{os.getpid()}-")
             os.chmod(d, 0o700)
             _runtime_dir.append(d)
-            atexit.register(shutil.rmtree, d, True)
+            atexit.register(_close_all)
         return _runtime_dir[0]
 
 
-def _host_lock(c: Connection) -> threading.Lock:
+def _host_lock(c: Connection, what: str = "ssh") -> threading.Lock:
+    """One lock per host and kind ("ssh": its master, "virt": its libvirt connection): a command may run
+    while libvirt connects."""
     with _lock:
-        return _host_locks.setdefault(_key(c), threading.Lock())
+        return _host_locks.setdefault((what, _key(c)), threading.Lock())
 
 
 def _known_hosts_entry(c: Connection) -> str:
@@ -75,6 +108,7 @@ def _pin_fix(c: Connection) -> str:
 
 
 def _paramiko_pkey(material: str) -> paramiko.PKey:
+    import paramiko  # noqa: PLC0415 - only when a key is checked: importing it costs the program 0.15 s
     for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
         try:
             return cls.from_private_key(io.StringIO(material))
@@ -84,90 +118,140 @@ def _paramiko_pkey(material: str) -> paramiko.PKey:
                     "Set it with `pulumi config set --secret virtfleet:sshPrivateKey < KEYFILE`")
 
 
-def _open_ssh(c: Connection) -> paramiko.SSHClient:
-    client = paramiko.SSHClient()
-    if c.host_key:
-        ktype, blob = c.host_key.split()[:2]
-        client.get_host_keys().add(_known_hosts_entry(c), ktype,
-                                   paramiko.PKey.from_type_string(ktype, base64.b64decode(blob)))
-    else:
-        known = os.path.expanduser("~/.ssh/known_hosts")
-        if os.path.exists(known):
-            client.load_host_keys(known)
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    kwargs: dict[str, object] = {"hostname": c.address, "port": c.port, "username": c.user, "timeout": 10,
-                                 "banner_timeout": 10, "auth_timeout": 15}
+def check_private_key() -> None:
+    """A configured `virtfleet:sshPrivateKey` must be a usable key: refused with the fix before connecting."""
     if _private_key:
-        kwargs.update(pkey=_paramiko_pkey(_private_key[0]), allow_agent=False, look_for_keys=False)
-    elif c.ssh_key_file:
-        kwargs.update(key_filename=os.path.expanduser(c.ssh_key_file), allow_agent=False, look_for_keys=False)
+        _paramiko_pkey(_private_key[0])
+
+
+def _check_host_key(c: Connection) -> None:
+    """The pinned key must parse as an SSH public key (paramiko), else a clear error before connecting."""
+    import paramiko  # noqa: PLC0415 - see _paramiko_pkey
+
     try:
-        client.connect(**kwargs)  # type: ignore[arg-type]
-    except paramiko.BadHostKeyException as exc:
-        raise HostKeyError(c.host, f"SSH to {c.address}:{c.port}",
-                           f"the host key does not match (got {exc.key.get_name()} "
-                           f"{exc.key.get_base64()[:24]}..., expected the pinned/known key): refused",
-                           "If the host was really reinstalled, " + _pin_fix(c)) from exc
-    except paramiko.SSHException as exc:
-        if "not found in known_hosts" in str(exc):
-            raise HostKeyError(c.host, f"SSH to {c.address}:{c.port}", "the host key is unknown: refused",
-                               _pin_fix(c) + ", or add it to ~/.ssh/known_hosts") from exc
-        raise HostError(c.host, f"SSH to {c.user}@{c.address}:{c.port}", str(exc) or type(exc).__name__,
-                        "Check the user, the key (virtfleet:sshPrivateKey or sshKeyFile) and sshd on the host") from exc
-    except (TimeoutError, OSError) as exc:
-        raise HostError(c.host, f"SSH to {c.address}:{c.port}", str(exc) or type(exc).__name__,
-                        "Check that the host is up and the address and port are right") from exc
-    transport = client.get_transport()
-    if transport is not None:
-        transport.set_keepalive(15)
-    return client
+        ktype, blob = c.host_key.split()[:2]
+        paramiko.PKey.from_type_string(ktype, base64.b64decode(blob, validate=True))
+    except (ValueError, paramiko.SSHException, binascii.Error) as exc:
+        raise HostKeyError(c.host, "reading the pinned host key", f"not a valid SSH public key ({exc})",
+                           _pin_fix(c)) from exc
 
 
-def ssh(c: Connection) -> paramiko.SSHClient:
-    """The cached SSH client of a host, reconnecting when the transport died."""
+def _known_hosts(c: Connection) -> list[str]:
+    if not c.host_key:
+        return []
+    _check_host_key(c)
+    known = os.path.join(_runtime(), f"known_hosts-{hashlib.sha256(repr(_key(c)).encode()).hexdigest()[:12]}")
+    with open(known, "w") as f:
+        f.write(f"{_known_hosts_entry(c)} {c.host_key}\n")
+    return ["-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null"]
+
+
+def control_path(c: Connection) -> str:
+    return os.path.join(_runtime(), f"cm-{hashlib.sha256(repr(_key(c)).encode()).hexdigest()[:12]}")
+
+
+def _ssh_options(c: Connection) -> list[str]:
+    """What every ssh we run gets: strict host keys, no prompts, our ciphers, the host's master socket."""
+    return ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10",
+            "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3", "-o", f"Ciphers={SSH_CIPHERS}",
+            *_known_hosts(c), "-o", f"ControlPath={control_path(c)}"]
+
+
+def _classify(c: Connection, stderr: str) -> HostError:
+    text = stderr.strip()
+    if "IDENTIFICATION HAS CHANGED" in text or "key for" in text and "differs" in text:
+        got = next((ln for ln in text.splitlines() if "fingerprint for the" in ln or ln.startswith("SHA256:")), "")
+        return HostKeyError(c.host, f"SSH to {c.address}:{c.port}",
+                            f"the host key does not match the pinned/known key: refused {got.strip()[:120]}",
+                            "If the host was really reinstalled, " + _pin_fix(c))
+    if "Host key verification failed" in text or "host key is known" in text:
+        return HostKeyError(c.host, f"SSH to {c.address}:{c.port}", "the host key is unknown: refused",
+                            _pin_fix(c) + ", or add it to ~/.ssh/known_hosts")
+    if "Permission denied" in text:
+        return HostError(c.host, f"SSH to {c.user}@{c.address}:{c.port}", text.splitlines()[-1],
+                         "Check the user, the key (virtfleet:sshPrivateKey or sshKeyFile) and sshd on the host")
+    return HostError(c.host, f"SSH to {c.address}:{c.port}", text.splitlines()[-1] if text else "ssh failed",
+                     "Check that the host is up and the address and port are right")
+
+
+def _start_master(c: Connection, ctl: str) -> None:
+    """Open the host's one SSH connection: authenticate, then background it with its control socket."""
+    check_private_key()
+    d = _runtime()
+    key_args: list[str] = []
+    secret = ""
+    if _private_key:
+        secret = os.path.join(d, f"id-{threading.get_ident()}")
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(_private_key[0].rstrip("\n") + "\n")
+        key_args = ["-i", secret, "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"]
+    elif c.ssh_key_file:
+        key_args = ["-i", os.path.expanduser(c.ssh_key_file), "-o", "IdentitiesOnly=yes"]
+    argv = [_ssh_binary(), *_ssh_options(c), *key_args, "-o", "ControlMaster=yes", "-o", f"ControlPersist={PERSIST}",
+            "-N", "-f", "-p", str(c.port), "-l", c.user, "--", c.address]
+    try:
+        with tempfile.TemporaryFile(dir=d) as err:  # not a pipe: the backgrounded master keeps no end of it
+            try:
+                rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                    timeout=40).returncode
+            except subprocess.TimeoutExpired as exc:
+                raise HostError(c.host, f"SSH to {c.address}:{c.port}", "no answer within 40 s",
+                                "Check that the host is up and the address and port are right") from exc
+            err.seek(0)
+            stderr = err.read().decode(errors="replace")
+    finally:
+        if secret:
+            os.unlink(secret)  # the master has authenticated; the key is not needed on disk again
+    if rc != 0 or not os.path.exists(ctl):
+        raise _classify(c, stderr)
+
+
+def _ssh_binary() -> str:
+    path = shutil.which("ssh")
+    if path is None:
+        raise HostError("-", "starting ssh", "the OpenSSH client `ssh` is not installed on this machine",
+                        "Install it (Debian: apt install openssh-client), libvirt's qemu+ssh needs it too")
+    return path
+
+
+def _alive(ctl: str) -> bool:
+    """Whether a master listens on the control socket; a stale socket (its master was killed) is removed."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(ctl)
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(ctl)
+            return False
+
+
+def connect(c: Connection) -> str:
+    """The host's master connection (started when missing or gone); returns its control socket."""
     k = _key(c)
     with _host_lock(c):
-        client = _ssh.get(k)
-        transport = client.get_transport() if client else None
-        if client is None or transport is None or not transport.is_active():
-            client = _ssh[k] = _open_ssh(c)
-        return client
+        ctl = _masters.get(k) or control_path(c)
+        if not _alive(ctl):
+            _start_master(c, ctl)
+        _masters[k] = ctl
+        return ctl
 
 
 def _ssh_wrapper(c: Connection) -> str:
-    """A `command=` for libvirt's ssh transport that enforces our host-key policy."""
-    d = _runtime()
-    opts = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10",
-            "-o", "ServerAliveInterval=15", "-o", f"Ciphers={SSH_CIPHERS}"]
-    if c.host_key:
-        known = os.path.join(d, f"known_hosts-{c.host}")
-        with open(known, "w") as f:
-            f.write(f"{_known_hosts_entry(c)} {c.host_key}\n")
-        opts += ["-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null"]
-    path = os.path.join(d, f"ssh-{c.host}")
-    quoted = " ".join("'" + o.replace("'", "'\\''") + "'" for o in opts)
+    """A `command=` for libvirt's ssh transport: a session on the host's master, strict host keys."""
+    path = os.path.join(os.path.dirname(control_path(c)), f"ssh-{os.path.basename(control_path(c))[3:]}")
+    quoted = " ".join(shlex.quote(o) for o in [_ssh_binary(), *_ssh_options(c), "-o", "ControlMaster=no"])
     with open(path, "w") as f:
-        f.write(f"#!/bin/sh\nexec ssh {quoted} \"$@\"\n")
+        f.write(f"#!/bin/sh\nexec {quoted} \"$@\"\n")
     os.chmod(path, 0o700)
     return path
 
 
-def _key_file() -> str:
-    d = _runtime()
-    path = os.path.join(d, "id")
-    if not os.path.exists(path):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(_private_key[0].rstrip("\n") + "\n")
-    return path
-
-
 def libvirt_uri(c: Connection) -> str:
-    query = {"command": _ssh_wrapper(c), "no_tty": "1"}
-    keyfile = _key_file() if _private_key else os.path.expanduser(c.ssh_key_file) if c.ssh_key_file else ""
-    if keyfile:
-        query["keyfile"] = keyfile
-    return f"{c.uri}?{urllib.parse.urlencode(query)}"
+    return f"{c.uri}?{urllib.parse.urlencode({'command': _ssh_wrapper(c), 'no_tty': '1'})}"
 
 
 def virt(c: Connection) -> libvirt.virConnect:
@@ -176,8 +260,8 @@ def virt(c: Connection) -> libvirt.virConnect:
     conn = _virt.get(k)
     if conn is not None and conn.isAlive():
         return conn
-    ssh(c)  # verifies the host key and credentials with a readable error before libvirt tries
-    with _host_lock(c):
+    connect(c)  # verifies the host key and credentials with a readable error before libvirt tries
+    with _host_lock(c, "virt"):
         conn = _virt.get(k)
         if conn is None or not conn.isAlive():
             try:
@@ -188,31 +272,57 @@ def virt(c: Connection) -> libvirt.virConnect:
         return conn
 
 
+def _exit_master(c: Connection, ctl: str) -> None:
+    subprocess.run([_ssh_binary(), "-o", f"ControlPath={ctl}", "-O", "exit", "--", c.address],
+                   stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False)
+
+
 def forget(c: Connection) -> None:
     """Drop a host's cached connections (after a failure), so the next call reconnects."""
     k = _key(c)
+    with _host_lock(c, "virt"):
+        conn = _virt.pop(k, None)
+        try:
+            if conn is not None:
+                conn.close()
+        except libvirt.libvirtError:
+            pass
     with _host_lock(c):
-        for cache in (_virt, _ssh):
-            obj = cache.pop(k, None)
-            try:
-                if obj is not None:
-                    obj.close()
-            except Exception:  # noqa: BLE001, S110 - closing a dead connection may fail in any way
-                pass
+        ctl = _masters.pop(k, None)
+        if ctl and os.path.exists(ctl):
+            _exit_master(c, ctl)
+
+
+def _close_all() -> None:
+    for conn in list(_virt.values()):
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+    for ctl in _masters.values():
+        subprocess.run([shutil.which("ssh") or "ssh", "-o", f"ControlPath={ctl}", "-O", "exit", "virtfleet-host"],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False)
+    shutil.rmtree(_runtime_dir[0], ignore_errors=True)
 
 
 def run(c: Connection, argv: list[str], timeout: float = 300, check: bool = True) -> tuple[int, str, str]:
-    """Run a command on the host.  argv is quoted word by word: names and paths cannot inject shell."""
+    """Run a command on the host, as a session of its master.  argv is quoted word by word: no injection."""
     cmd = shlex.join(argv)
-    client = ssh(c)
-    try:
-        _, out, err = client.exec_command(cmd, timeout=timeout)
-        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-        rc = out.channel.recv_exit_status()
-    except (TimeoutError, paramiko.SSHException, OSError) as exc:
-        forget(c)
-        raise HostError(c.host, f"running {argv[0]}", str(exc) or type(exc).__name__,
-                        "Check the host's SSH connection and retry") from exc
-    if check and rc != 0:
-        raise HostError(c.host, f"running {cmd}", f"exit {rc}: {stderr.strip()[:500]}")
-    return rc, stdout, stderr
+    for attempt in (1, 2):
+        ctl = connect(c)
+        try:
+            proc = subprocess.run([_ssh_binary(), *_ssh_options(c), "-o", "ControlMaster=no", "-S", ctl, "-T",
+                                   "-p", str(c.port), "-l", c.user, "--", c.address, cmd],
+                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise HostError(c.host, f"running {argv[0]}", f"no result within {timeout:.0f} s",
+                            "Check the host's load and SSH connection and retry") from exc
+        stdout, stderr = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+        if proc.returncode != 255:
+            break
+        forget(c)  # ssh itself failed: the connection, not the command
+        if attempt == 2 or "control socket" not in stderr.lower() and "mux" not in stderr.lower():
+            raise _classify(c, stderr)  # a master that went away between the check and the use: once more
+    if check and proc.returncode != 0:
+        raise HostError(c.host, f"running {cmd}", f"exit {proc.returncode}: {stderr.strip()[:500]}")
+    return proc.returncode, stdout, stderr

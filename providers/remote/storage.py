@@ -208,11 +208,37 @@ def upload_ranges(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: st
     return sent
 
 
-def sha256_on_host(c: Connection, path: str, size: int) -> str:
-    """sha256 of the first `size` bytes of a file or block device, computed on the host."""
-    # openssl uses the CPU's SHA extensions (about 5x sha256sum here); sha256sum where it is missing
-    script = ('if command -v openssl >/dev/null; then h="openssl dgst -sha256 -r"; else h=sha256sum; fi; '
-              'if [ -f "$2" ] && [ "$(stat -c %s -- "$2")" = "$1" ]; then $h < "$2"; '
-              'else head -c "$1" -- "$2" | $h; fi')
-    _, out, _ = session.run(c, ["sh", "-c", script, "sh", str(size), path], timeout=1800)
-    return out.split()[0] if out else ""
+_VERIFY_AND_PUBLISH = r"""
+algo=$1 want=$2 size=$3 src=$4 dst=$5
+if [ "$algo" = crc ]; then h=cksum
+elif command -v openssl >/dev/null 2>&1; then h="openssl dgst -sha256 -r"
+else h=sha256sum; fi
+if [ -f "$src" ]; then
+  have=$(stat -c %s -- "$src") || exit 4
+  [ "$have" = "$size" ] || { echo "size $have"; exit 3; }
+  got=$($h < "$src") || exit 4
+else
+  got=$(head -c "$size" -- "$src" | $h) || exit 4
+fi
+got=${got%% *}
+[ "$got" = "$want" ] || { echo "$algo $got"; exit 3; }
+if [ -f "$src" ]; then chmod 0444 -- "$src" && mv -T -- "$src" "$dst"
+else lvrename "$6" "${src##*/}" "${dst##*/}" && lvchange --permission r "$dst"; fi
+"""
+
+
+def verify_and_publish(c: Connection, src: str, dst: str, size: int, algo: str, want: str) -> None:
+    """On the host, in one command: check the first `size` bytes of `src` (a file or an LV) against
+    `want`, then make it read-only and give it its published name `dst`.  A mismatch raises HostError.
+
+    algo "crc": POSIX cksum (CRC-32, ~5x cheaper than sha256 on the host); "sha256": openssl or sha256sum.
+    """
+    vg = os.path.basename(os.path.dirname(src)) if src.startswith("/dev/") else ""
+    rc, out, err = session.run(c, ["sh", "-c", _VERIFY_AND_PUBLISH, "sh", algo, want, str(size), src, dst, vg],
+                               timeout=1800, check=False)
+    if rc == 3:
+        raise HostError(c.host, f"verifying the upload {os.path.basename(src)}",
+                        f"{out.strip()} on the host, expected {algo} {want[:16]} (size {size})",
+                        "The upload was discarded; run `pulumi up` again")
+    if rc != 0:
+        raise HostError(c.host, f"publishing {os.path.basename(dst)}", f"exit {rc}: {err.strip()[:300]}")

@@ -65,3 +65,50 @@ def test_up_and_destroy_of_a_dynamic_resource(tmp_path) -> None:
     assert stack.outputs()["path"] == str(target)
     stack.destroy()
     assert not target.exists()
+
+
+CONCURRENT = '''
+import os, time
+import pulumi
+from pulumi.dynamic import CreateResult, Resource, ResourceProvider
+
+class Provider(ResourceProvider):
+    def create(self, props):
+        log = props["log"]
+        with open(log, "a") as f:
+            f.write(f"+ {props['i']}\\n")
+        deadline = time.time() + 30
+        while time.time() < deadline:  # wait until every create has started; fail if they never do
+            with open(log) as f:
+                if sum(1 for line in f if line.startswith("+")) >= props["n"]:
+                    return CreateResult(f"r{props['i']}", props)
+            time.sleep(0.05)
+        raise RuntimeError("not all creates ran at once")
+
+class R(Resource):
+    def __init__(self, i, n, log):
+        super().__init__(Provider(), f"r{i}", {"i": i, "n": n, "log": log})
+
+n = int(pulumi.Config().require("n"))
+for i in range(n):
+    R(i, n, pulumi.Config().require("log"))
+'''
+
+
+def test_dynamic_provider_host_serves_more_than_four_calls_at_once(tmp_path) -> None:
+    """The SDK's dynamic-provider server has 4 threads; ours (scripts/pulumi_dynamic_host.py) has 16.
+
+    Each create waits until all 8 have started and fails otherwise: with 4 threads they never could.
+    """
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "Pulumi.yaml").write_text(
+        f"name: conc\nruntime:\n  name: python\n  options:\n    virtualenv: {ROOT}/.venv\n")
+    (project / "__main__.py").write_text(CONCURRENT)
+    log = tmp_path / "starts.log"
+    stack = Stack(str(tmp_path), "dev", project_dir=str(project))
+    stack.run("config", "set", "n", "8")
+    stack.run("config", "set", "log", str(log))
+    out = stack.up("--parallel", "8", check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert log.read_text().count("+") == 8

@@ -60,7 +60,7 @@ def test_unpinned_unknown_key_is_refused(lab_info, tmp_path, monkeypatch) -> Non
     monkeypatch.setenv("HOME", str(tmp_path))  # an empty ~/.ssh/known_hosts
     c = conn_of("h1", hostKey="", host="h1-unpinned")
     with pytest.raises(HostKeyError) as err:
-        session.ssh(c)
+        session.connect(c)
     assert "unknown: refused" in str(err.value) and "virtfleet:hosts.h1-unpinned.hostKey" in str(err.value)
     # libvirt's own ssh path is strict too: the wrapper refuses instead of trusting on first use
     session.forget(c)

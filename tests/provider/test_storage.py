@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -10,9 +11,12 @@ import time
 
 import pytest
 
+from providers import localimage
 from providers.base_image import BaseImageProvider
 from providers.errors import HostError, UnsafeChangeError
 from providers.host import HostProvider
+from providers.remote import session
+from providers.spec import Connection
 from providers.volume import VolumeProvider
 from tests import lab
 from tests.provider.fixtures import host_props, image_props, volume_props
@@ -61,19 +65,19 @@ def test_upload_verify_publish_then_skip(hosts, tmp_path) -> None:
     bp.delete(first.id, first.outs)  # already gone: fine
 
 
-def _ssh_children() -> list[int]:
+def _master_of(c: Connection) -> list[int]:
+    """The pid of the host's one SSH connection (the OpenSSH master all sessions ride on)."""
+    needle = f"ControlPath={session.control_path(c)}".encode()
     pids = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmd = f.read()
         except OSError:
             continue
-        if int(fields[1]) == os.getpid() and cmd.startswith(b"ssh\0") and b"10.200.0.12" in cmd:
+        if needle in cmd and b"ControlMaster=yes" in cmd:
             pids.append(int(pid))
     return pids
 
@@ -99,8 +103,8 @@ def test_upload_cut_in_the_middle_is_never_published(hosts, tmp_path) -> None:
     while time.monotonic() < deadline and not [v for v in lab.volumes("h2") if v.startswith("vfupload-")]:
         time.sleep(0.05)
     time.sleep(0.5)
-    victims = _ssh_children()
-    assert victims, "no ssh process of libvirt's connection found to cut"
+    victims = _master_of(Connection.from_props(props["connection"]))
+    assert victims, "no SSH connection to h2 found to cut"
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
     t.join(120)
@@ -181,3 +185,50 @@ def test_rebuilt_image_sends_only_changed_clusters(hosts, tmp_path) -> None:
     finally:
         bp.delete(second.id, second.outs)
         bp.delete(first.id, first.outs)
+
+
+def _descendants(root: int) -> set[int]:
+    parent: dict[int, int] = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    parent[int(pid)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    found, grew = {root}, True
+    while grew:
+        new = {p for p, pp in parent.items() if pp in found} - found
+        found |= new
+        grew = bool(new)
+    return found
+
+
+def test_everything_rides_one_ssh_connection_per_host(hosts, unique) -> None:
+    """libvirt RPC, an upload stream, volume calls and remote commands: one TCP connection to h1's sshd."""
+    c = Connection.from_props(lab.connection_props("h1"))
+    base = BaseImageProvider().create(image_props("h1")).outs
+    vp = VolumeProvider()
+    made = vp.create(volume_props("h1", f"one-{unique}.qcow2", base))
+    session.run(c, ["true"])
+    vp.delete(made.id, made.outs)
+    ss = subprocess.run(["ss", "-tnpH", "state", "established", "dst", f"{c.address}", "dport", "=", ":22"],
+                        capture_output=True, text=True, check=True).stdout
+    owners = [int(p) for p in re.findall(r"pid=(\d+)", ss)]
+    master = _master_of(c)
+    assert len(master) == 1
+    ours = _descendants(os.getpid()) | set(master)
+    assert [p for p in owners if p in ours] == master, ss
+
+
+def test_a_failed_verification_is_never_published(hosts, tmp_path, monkeypatch) -> None:
+    """The on-host check compares the written volume with the local file; a mismatch discards the upload."""
+    src = tmp_path / "img.raw"
+    _sparse_image(str(src), 32 << 20, seed=b"verify")
+    props = image_props("h2", str(src), name="verify")
+    monkeypatch.setattr(localimage, "posix_cksum", lambda _path: "1234567")  # not what the host computes
+    with pytest.raises(HostError) as err:
+        BaseImageProvider().create(props)
+    assert "verifying the upload" in str(err.value) and "crc" in str(err.value) and "pulumi up" in str(err.value)
+    left = lab.volumes("h2")
+    assert f"vfbase-{props['sha256']}.raw" not in left and not [v for v in left if v.startswith("vfupload-")]

@@ -1,0 +1,69 @@
+"""Local image digests: computed in the background with the cluster map, cached by file stamp; POSIX cksum."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+
+import pytest
+
+from providers import delta, localimage
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def caches(tmp_path, monkeypatch):
+    monkeypatch.setattr(localimage, "CACHE", str(tmp_path / "digests.json"))
+    monkeypatch.setattr(delta, "CACHE_DIR", str(tmp_path / "clusters"))
+    return tmp_path
+
+
+def _sparse(path, size: int, at: dict[int, bytes]) -> bytes:
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for off, data in at.items():
+            f.seek(off)
+            f.write(data)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_background_digest_equals_sha256_and_stores_the_cluster_map(caches) -> None:
+    img = caches / "img.raw"
+    whole = _sparse(img, 5 << 20, {100: os.urandom(70_000), 3 << 20: b"end"})
+    future = localimage.digest_of(str(img))
+    want = hashlib.sha256(whole).hexdigest()
+    assert future.result(timeout=30) == want
+    localimage._workers[0].shutdown(wait=True)  # the cluster map is stored once both are done
+    localimage._workers.clear()
+    assert delta.load(want) == delta.compute(str(img))
+
+
+def test_cached_digest_is_known_at_once_and_a_changed_file_is_hashed_again(caches) -> None:
+    img = caches / "img.raw"
+    _sparse(img, 1 << 20, {0: b"a"})
+    first = localimage.digest_of(str(img)).result(timeout=30)
+    again = localimage.digest_of(str(img))
+    assert again.done() and again.result() == first  # from the cache, no thread involved
+    data = _sparse(img, 1 << 20, {0: b"b"})
+    assert localimage.digest_of(str(img)).result(timeout=30) == hashlib.sha256(data).hexdigest() != first
+
+
+def test_load_describes_the_image_with_its_digest(caches) -> None:
+    img = caches / "img.raw"
+    data = _sparse(img, 2 << 20, {4096: b"x" * 10})
+    li = localimage.load("images.payload", str(img))
+    assert (li.format, li.size, li.virtual_size) == ("raw", 2 << 20, 2 << 20)
+    assert li.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_posix_cksum_is_what_cksum_prints_for_the_same_bytes(caches) -> None:
+    img = caches / "img.raw"
+    _sparse(img, 3 << 20, {12345: os.urandom(5000)})
+    with open(img, "rb") as f:
+        expected = subprocess.run(["cksum"], stdin=f, capture_output=True, check=True).stdout.split()[0].decode()
+    assert localimage.posix_cksum(str(img)) == expected
+    _sparse(img, 3 << 20, {12345: os.urandom(5000)})  # a new stamp: computed again, not the cached value
+    assert localimage.posix_cksum(str(img)) != expected
