@@ -9,6 +9,7 @@ from components.hypervisor import Hypervisor
 from components.machine import Machine
 from providers.errors import ConfigError
 from providers.localimage import load
+from providers.trace import trace
 
 config = pulumi.Config("virtfleet")
 try:
@@ -23,3 +24,4 @@ machines = [Machine(g, hypervisors[h.key]) for h in fleet.hosts for g in h.guest
 pulumi.export("hosts", {k: {"uri": hv.host.uri, "libvirt": hv.host.libvirtVersion, "kvm": hv.host.kvmUsable}
                         for k, hv in hypervisors.items()})
 pulumi.export("guests", {m.key: m.outputs for m in machines})
+trace("program registered everything")

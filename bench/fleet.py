@@ -3,8 +3,10 @@ and a no-op `pulumi preview` vs the floor of the same number of do-nothing dynam
 
 Baseline: 8 parallel workers (xargs -P 8), per guest `virsh vol-create-as` (overlay on the same base),
 `virsh define`, `virsh start`, each virsh call opening its own SSH connection (qemu+ssh, pinned key).
-virtfleet: `pulumi up` of a stack with the same guests (one SSH + one libvirt connection per host,
-reused; the dynamic-provider process serves at most 4 calls at once).
+virtfleet: `pulumi up` of a stack with the same guests (one SSH connection per host, reused by libvirt
+and commands).  The SDK's dynamic-provider process would serve at most 4 calls at once; virtfleet's
+provider host (scripts/pulumi_dynamic_host.py) has 16 threads, so the engine's default --parallel 8 is
+the limit here.
 
 usage: bench/fleet.py [N ...]   (default 10 30 60; needs the lab up with 3 hosts)
 """
@@ -23,6 +25,7 @@ from providers import xmlgen  # noqa: E402
 from providers.base_image import BaseImageProvider  # noqa: E402
 from providers.host import HostProvider  # noqa: E402
 from providers.spec import Connection, GuestSpec, InterfaceSpec, Owner  # noqa: E402
+from providers.trace import trace  # noqa: E402
 from tests import lab  # noqa: E402
 from tests.e2e.fleet import config, guest, mac_for  # noqa: E402
 from tests.provider.fixtures import host_props, image_props  # noqa: E402
@@ -157,7 +160,9 @@ def main() -> int:
         b = baseline(tmp, n, os.path.basename(bases_path), bases_path)
         settle()
         t0 = time.monotonic()
+        trace(f"B4 {n} up begin")
         stack.up()
+        trace(f"B4 {n} up end")
         v = time.monotonic() - t0
         resources = len(stack.export()["deployment"]["resources"])
         settle()  # the new guests boot under TCG and load both cores: let them finish first

@@ -110,7 +110,8 @@ def _fill(spec: BaseImageSpec, p: libvirt.virStoragePool, tmp_name: str) -> tupl
 
     def progress(done: int, total: int) -> None:
         rate = done / 2**20 / max(time.monotonic() - t0, 1e-3)
-        say(f"{c.host}: uploading {spec.image} {100 * done // max(total, 1)}% ({rate:.0f} MiB/s of the image)")
+        say(f"{c.host}: uploading {spec.image} {100 * done // max(total, 1)}% of {total / 2**20:.0f} MiB "
+            f"({rate:.0f} MiB/s)")
     return vol, storage.upload(conn, vol, spec.source, progress, sparse=not logical), "full"
 
 

@@ -83,7 +83,9 @@ def read_console(host: str, uuid: str, markers: list[str], timeout: float = 90,
     from providers.remote import session
     from providers.spec import Connection
 
-    conn = libvirt.open(session.libvirt_uri(Connection.from_props(connection_props(host))))
+    c = Connection.from_props(connection_props(host))
+    session.connect(c)  # a session of its own on the host's one SSH connection
+    conn = libvirt.open(session.libvirt_uri(c))
     dom = conn.lookupByUUIDString(uuid)
     stream = conn.newStream(0)
     dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)

@@ -36,6 +36,7 @@ import libvirt
 
 from ..errors import HostError, HostKeyError
 from ..spec import Connection
+from ..trace import trace
 
 if TYPE_CHECKING:
     import paramiko
@@ -251,6 +252,8 @@ def _ssh_wrapper(c: Connection) -> str:
 
 
 def libvirt_uri(c: Connection) -> str:
+    """A qemu+ssh URI whose ssh is a session on the host's master (started here when needed)."""
+    connect(c)
     return f"{c.uri}?{urllib.parse.urlencode({'command': _ssh_wrapper(c), 'no_tty': '1'})}"
 
 
@@ -294,6 +297,7 @@ def forget(c: Connection) -> None:
 
 
 def _close_all() -> None:
+    trace("session close begin")
     for conn in list(_virt.values()):
         try:
             conn.close()
@@ -303,6 +307,7 @@ def _close_all() -> None:
         subprocess.run([shutil.which("ssh") or "ssh", "-o", f"ControlPath={ctl}", "-O", "exit", "virtfleet-host"],
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False)
     shutil.rmtree(_runtime_dir[0], ignore_errors=True)
+    trace("session close end")
 
 
 def run(c: Connection, argv: list[str], timeout: float = 300, check: bool = True) -> tuple[int, str, str]:

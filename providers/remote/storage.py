@@ -113,23 +113,41 @@ def _upload_stream(conn: libvirt.virConnect, vol: libvirt.virStorageVol, offset:
         raise
 
 
-def _hole_handler(size: int) -> Callable[[libvirt.virStream, int], list[object]]:
-    def handler(_stream: libvirt.virStream, fd: int) -> list[object]:
-        cur = os.lseek(fd, 0, os.SEEK_CUR)
+CHUNK = 256 << 10  # one libvirt stream message (VIR_NET_MESSAGE_LEGACY_PAYLOAD_MAX)
+
+
+def extents(fd: int, size: int) -> Iterator[tuple[bool, int, int]]:
+    """(is_data, offset, length) runs of a file, from SEEK_DATA/SEEK_HOLE; holes are never read."""
+    pos = 0
+    while pos < size:
         try:
-            data = os.lseek(fd, cur, os.SEEK_DATA)
-        except OSError:  # ENXIO: only a hole up to the end
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole is left
             data = size
-        if data > cur:
-            os.lseek(fd, cur, os.SEEK_SET)
-            return [False, data - cur]  # in a hole of this length
+        if data > pos:
+            yield False, pos, data - pos
+            pos = data
+            continue
         try:
-            hole = os.lseek(fd, cur, os.SEEK_HOLE)
+            hole = min(os.lseek(fd, pos, os.SEEK_HOLE), size)
         except OSError:
             hole = size
-        os.lseek(fd, cur, os.SEEK_SET)
-        return [True, hole - cur]
-    return handler
+        yield True, pos, hole - pos
+        pos = hole
+
+
+def _send(stream: libvirt.virStream, fd: int, offset: int, length: int, done: Callable[[int], None]) -> None:
+    os.lseek(fd, offset, os.SEEK_SET)
+    remaining = length
+    while remaining:
+        chunk = os.read(fd, min(CHUNK, remaining))
+        if not chunk:
+            raise OSError(f"the image ended {remaining} bytes early (changed while uploading?)")
+        while chunk:
+            n = stream.send(chunk)  # type: ignore[arg-type]
+            chunk = chunk[n:]
+            remaining -= n
+            done(n)
 
 
 def pool_type(p: libvirt.virStoragePool) -> str:
@@ -143,69 +161,52 @@ def upload(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: str,
 
     sparse=True: holes never cross the wire (the target must read holes as zeros: a file volume).
     sparse=False: every byte is sent, zeros included (block devices such as LVs keep old data).
+    progress(bytes sent, bytes to send) is called about once a second.
     """
-    if not sparse:
-        return _upload_dense(conn, vol, path, progress)
     size = os.path.getsize(path)
     sent = [0]
-    fd = os.open(path, os.O_RDONLY)
     last = [time.monotonic()]
-
-    def read(_stream: libvirt.virStream, nbytes: int, fd: int) -> bytes:
-        chunk = os.read(fd, nbytes)
-        sent[0] += len(chunk)
-        if progress and time.monotonic() - last[0] > 1.0:
-            last[0] = time.monotonic()
-            progress(os.lseek(fd, 0, os.SEEK_CUR), size)
-        return chunk
-
-    def skip(_stream: libvirt.virStream, length: int, fd: int) -> int:
-        return os.lseek(fd, length, os.SEEK_CUR)
-
+    fd = os.open(path, os.O_RDONLY)
     try:
-        with _upload_stream(conn, vol, 0, size, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM) as stream:
-            stream.sparseSendAll(read, _hole_handler(size), skip, fd)
+        runs = list(extents(fd, size)) if sparse else [(True, 0, size)]
+        total = sum(n for is_data, _, n in runs if is_data)
+
+        def done(n: int) -> None:
+            sent[0] += n
+            if progress and time.monotonic() - last[0] > 1.0:
+                last[0] = time.monotonic()
+                progress(sent[0], total)
+
+        flags = libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM if sparse else 0
+        with _upload_stream(conn, vol, 0, size, flags) as stream:
+            for is_data, offset, length in runs:  # holes as hole messages: never read, never sent
+                if is_data:
+                    _send(stream, fd, offset, length, done)
+                else:
+                    stream.sendHole(length, 0)
     finally:
         os.close(fd)
     if progress:
-        progress(size, size)
-    return sent[0]
-
-
-def _upload_dense(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: str,
-                  progress: Progress | None) -> int:
-    size = os.path.getsize(path)
-    sent = [0]
-
-    def read(_stream: libvirt.virStream, nbytes: int, f: object) -> bytes:
-        chunk = f.read(nbytes)  # type: ignore[attr-defined]
-        sent[0] += len(chunk)
-        return chunk
-
-    with open(path, "rb") as f, _upload_stream(conn, vol, 0, size, 0) as stream:
-        stream.sendAll(read, f)
-    if progress:
-        progress(size, size)
+        progress(total, total)
     return sent[0]
 
 
 def upload_ranges(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: str,
-                  extents: list[tuple[int, int]]) -> int:
+                  ranges: list[tuple[int, int]]) -> int:
     """Write only the given (offset, length) ranges of a local file into a volume.  Returns bytes sent."""
-    sent = 0
-    with open(path, "rb") as f:
-        for offset, length in extents:
-            f.seek(offset)
+    sent = [0]
+
+    def done(n: int) -> None:
+        sent[0] += n
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for offset, length in ranges:
             with _upload_stream(conn, vol, offset, length, 0) as stream:
-                remaining = length
-                while remaining:
-                    chunk = f.read(min(remaining, 1 << 20))
-                    if not chunk:
-                        raise OSError(f"{path} ended at {offset + length - remaining}, expected more")
-                    stream.send(chunk)  # type: ignore[arg-type]
-                    remaining -= len(chunk)
-            sent += length
-    return sent
+                _send(stream, fd, offset, length, done)
+    finally:
+        os.close(fd)
+    return sent[0]
 
 
 _VERIFY_AND_PUBLISH = r"""
