@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from concurrent.futures import ThreadPoolExecutor
 
 import libvirt
 
@@ -24,6 +23,17 @@ def _probe(c: Connection) -> tuple[bool, list[str]]:
     return bool(flags.strip()), sorted(n for n in nics.split() if n != "lo")
 
 
+def _from_libvirt(conn: libvirt.virConnect) -> tuple[bool, list[str]] | None:
+    """The same from libvirt alone (host CPU features, interface driver): no SSH session of its own.
+    None when the host's libvirt has no interface driver."""
+    try:
+        names = [i.name() for i in conn.listAllInterfaces(0)]
+    except libvirt.libvirtError:
+        return None
+    features = {f.get("name") for f in ET.fromstring(conn.getCapabilities()).iterfind("host/cpu/feature")}
+    return bool(features & {"vmx", "svm"}), sorted(n for n in names if n != "lo")
+
+
 def _kvm_offered(conn: libvirt.virConnect) -> bool:
     try:
         caps = ET.fromstring(conn.getDomainCapabilities(None, "x86_64", None, "kvm", 0))
@@ -39,10 +49,8 @@ def facts(c: Connection, nic: str = "") -> dict[str, object]:
     advertises type='kvm' whenever /dev/kvm exists, even for a paravirtual /dev/kvm that cannot boot a
     Linux guest; the CPU flags are the honest answer.
     """
-    with ThreadPoolExecutor(max_workers=1) as pool:  # the probe command while libvirt connects
-        probe = pool.submit(_probe, c)
-        conn = session.virt(c)
-        cpu_virt, nics = probe.result()
+    conn = session.virt(c)
+    cpu_virt, nics = _from_libvirt(conn) or _probe(c)
     if nic and nic not in nics:
         have = ", ".join(nics) or "none"
         raise HostError(c.host, f"checking hostNic {nic!r}", f"the host has no interface {nic!r} (it has: {have})",
