@@ -49,14 +49,20 @@ pulumi.export("path", f.path)
 '''
 
 
-def test_up_and_destroy_of_a_dynamic_resource(tmp_path) -> None:
+def project_with(tmp_path, name: str, program: str) -> str:
+    """A one-file Python project on the repo's venv."""
     project = tmp_path / "project"
     project.mkdir()
     (project / "Pulumi.yaml").write_text(
-        f"name: dyn\nruntime:\n  name: python\n  options:\n    virtualenv: {ROOT}/.venv\n")
-    (project / "__main__.py").write_text(PROGRAM)
+        f"name: {name}\nruntime:\n  name: python\n  options:\n    virtualenv: {ROOT}/.venv\n")
+    (project / "__main__.py").write_text(program)
+    return str(project)
+
+
+def test_up_and_destroy_of_a_dynamic_resource(tmp_path) -> None:
+    project = project_with(tmp_path, "dyn", PROGRAM)
     target = tmp_path / "made-by-pulumi.txt"
-    stack = Stack(str(tmp_path), "dev", project_dir=str(project),
+    stack = Stack(str(tmp_path), "dev", project_dir=project,
                   env={"no_proxy": "*", "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"})
     stack.run("config", "set", "dyn:path", str(target))
     out = stack.up()
@@ -100,13 +106,9 @@ def test_dynamic_provider_host_serves_more_than_four_calls_at_once(tmp_path) -> 
 
     Each create waits until all 8 have started and fails otherwise: with 4 threads they never could.
     """
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "Pulumi.yaml").write_text(
-        f"name: conc\nruntime:\n  name: python\n  options:\n    virtualenv: {ROOT}/.venv\n")
-    (project / "__main__.py").write_text(CONCURRENT)
+    project = project_with(tmp_path, "conc", CONCURRENT)
     log = tmp_path / "starts.log"
-    stack = Stack(str(tmp_path), "dev", project_dir=str(project))
+    stack = Stack(str(tmp_path), "dev", project_dir=project)
     stack.run("config", "set", "n", "8")
     stack.run("config", "set", "log", str(log))
     out = stack.up("--parallel", "8", check=False)

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from providers import delta, localimage
+from tests.unit.test_delta import _write
 
 pytestmark = pytest.mark.unit
 
@@ -21,11 +22,7 @@ def caches(tmp_path, monkeypatch):
 
 
 def _sparse(path, size: int, at: dict[int, bytes]) -> bytes:
-    with open(path, "wb") as f:
-        f.truncate(size)
-        for off, data in at.items():
-            f.seek(off)
-            f.write(data)
+    _write(path, size, at)
     with open(path, "rb") as f:
         return f.read()
 
