@@ -28,6 +28,7 @@ from pulumi.runtime.proto import language_pb2, language_pb2_grpc, plugin_pb2
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXEC_SCRIPT = "pulumi-language-python-exec"
+PROGRAM_EXEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pulumi_program_exec.py")
 USER_ACTIONABLE_EXIT = 32  # the exec script's "message already shown" exit code
 
 
@@ -83,7 +84,7 @@ class LanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
         program = request.program or "."
         if request.HasField("info") and request.info.entry_point:
             program = os.path.join(request.info.program_directory, request.info.entry_point)
-        args = [python, "-u", os.path.join(self.exec_dir, EXEC_SCRIPT),
+        args = [python, "-u", PROGRAM_EXEC, os.path.join(self.exec_dir, EXEC_SCRIPT),
                 "--monitor", request.monitor_address, "--engine", self.engine,
                 "--project", request.project, "--stack", request.stack,
                 "--parallel", str(request.parallel), "--dry_run", "true" if request.dryRun else "false",

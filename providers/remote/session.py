@@ -30,7 +30,7 @@ import subprocess
 import tempfile
 import threading
 import urllib.parse
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import libvirt
 
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 libvirt.registerErrorHandler(lambda *_: None, None)  # lookups that miss must not print to stderr
 
-T = TypeVar("T")
 _lock = threading.Lock()
 CacheKey = tuple[str, int, str, str, str]
 _host_locks: dict[tuple[str, CacheKey], threading.Lock] = {}
@@ -88,7 +87,7 @@ def _runtime() -> str:
             d = tempfile.mkdtemp(prefix=f"{RUNTIME_PREFIX}{os.getpid()}-")
             os.chmod(d, 0o700)
             _runtime_dir.append(d)
-            atexit.register(_close_all)
+            atexit.register(close_all)
         return _runtime_dir[0]
 
 
@@ -140,10 +139,13 @@ def _check_host_key(c: Connection) -> None:
 def _known_hosts(c: Connection) -> list[str]:
     if not c.host_key:
         return []
-    _check_host_key(c)
     known = os.path.join(_runtime(), f"known_hosts-{hashlib.sha256(repr(_key(c)).encode()).hexdigest()[:12]}")
-    with open(known, "w") as f:
-        f.write(f"{_known_hosts_entry(c)} {c.host_key}\n")
+    if not os.path.exists(known):  # named by everything that authenticates: written once per process
+        _check_host_key(c)
+        tmp = f"{known}.{threading.get_ident()}"
+        with open(tmp, "w") as f:
+            f.write(f"{_known_hosts_entry(c)} {c.host_key}\n")
+        os.replace(tmp, known)
     return ["-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null"]
 
 
@@ -296,7 +298,8 @@ def forget(c: Connection) -> None:
             _exit_master(c, ctl)
 
 
-def _close_all() -> None:
+def close_all() -> None:
+    """Close every libvirt connection and SSH master of this process and remove its runtime directory."""
     trace("session close begin")
     for conn in list(_virt.values()):
         try:
@@ -306,7 +309,10 @@ def _close_all() -> None:
     for ctl in _masters.values():
         subprocess.run([shutil.which("ssh") or "ssh", "-o", f"ControlPath={ctl}", "-O", "exit", "virtfleet-host"],
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False)
-    shutil.rmtree(_runtime_dir[0], ignore_errors=True)
+    _virt.clear()
+    _masters.clear()
+    if _runtime_dir:
+        shutil.rmtree(_runtime_dir[0], ignore_errors=True)
     trace("session close end")
 
 
