@@ -1,5 +1,6 @@
 """virtfleet: read the stack config -> build the components -> export per-guest outputs."""
 
+import itertools
 import os
 
 import pulumi
@@ -20,7 +21,10 @@ except ConfigError as exc:
     raise pulumi.RunError(str(exc)) from None
 
 hypervisors = {h.key: Hypervisor(h, fleet.images) for h in fleet.hosts}
-machines = [Machine(g, hypervisors[h.key]) for h in fleet.hosts for g in h.guests]
+# registered round-robin across hosts: the engine runs the first --parallel ready steps in this order, so
+# a large fleet keeps every host's libvirtd busy instead of the first host's only
+by_host = [[(h, g) for g in h.guests] for h in fleet.hosts]
+machines = [Machine(g, hypervisors[h.key]) for turn in itertools.zip_longest(*by_host) for h, g in filter(None, turn)]
 pulumi.export("hosts", {k: {"uri": hv.host.uri, "libvirt": hv.host.libvirtVersion, "kvm": hv.host.kvmUsable}
                         for k, hv in hypervisors.items()})
 pulumi.export("guests", {m.key: m.outputs for m in machines})
