@@ -12,6 +12,8 @@ import os
 import struct
 import threading
 
+from .sparse import extents
+
 CLUSTER = 64 << 10
 DIGEST = 8
 HEADER = struct.Struct(">QQ")  # cluster size, file size
@@ -30,18 +32,11 @@ def compute(path: str) -> bytes:
         out[(n - 1) * DIGEST:] = hashlib.blake2b(bytes(size % CLUSTER), digest_size=DIGEST).digest()
     fd = os.open(path, os.O_RDONLY)
     try:
-        pos = 0
-        while pos < size:
-            try:
-                data = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:  # only a hole is left
-                break
-            try:
-                end = os.lseek(fd, data, os.SEEK_HOLE)  # from the data itself: a hole start would answer itself
-            except OSError:
-                end = size
-            pos = data // CLUSTER * CLUSTER
-            end = min(size, -(-end // CLUSTER) * CLUSTER)
+        for is_data, offset, length in extents(fd, size):
+            if not is_data:
+                continue
+            pos = offset // CLUSTER * CLUSTER  # whole clusters around the data
+            end = min(size, -(-(offset + length) // CLUSTER) * CLUSTER)
             os.lseek(fd, pos, os.SEEK_SET)
             while pos < end:
                 chunk = os.read(fd, min(CLUSTER, end - pos))

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from . import delta
 from .errors import ConfigError
+from .sparse import extents
 from .trace import trace
 
 QCOW2_MAGIC = b"QFI\xfb"
@@ -52,32 +53,24 @@ def _format_and_virtual_size(path: str) -> tuple[str, int]:
 def sha256_file(path: str) -> str:
     """sha256 of a file; holes are hashed as zeros without reading them from disk."""
     h = hashlib.sha256()
-    size = os.path.getsize(path)
     zeros = bytes(1 << 20)
-    with open(path, "rb") as f:
-        fd, pos = f.fileno(), 0
-        while pos < size:
-            try:
-                data = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:
-                data = size
-            while pos < data:  # a hole: zeros
-                n = min(len(zeros), data - pos)
-                h.update(zeros[:n])
-                pos += n
-            if pos >= size:
-                break
-            try:
-                hole = os.lseek(fd, pos, os.SEEK_HOLE)
-            except OSError:
-                hole = size
-            os.lseek(fd, pos, os.SEEK_SET)
-            while pos < hole:
-                chunk = os.read(fd, min(8 << 20, hole - pos))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for is_data, offset, length in extents(fd, os.path.getsize(path)):
+            if not is_data:
+                for _ in range(length // len(zeros)):
+                    h.update(zeros)
+                h.update(zeros[:length % len(zeros)])
+                continue
+            os.lseek(fd, offset, os.SEEK_SET)
+            while length > 0:
+                chunk = os.read(fd, min(8 << 20, length))
                 if not chunk:
                     break
                 h.update(chunk)
-                pos += len(chunk)
+                length -= len(chunk)
+    finally:
+        os.close(fd)
     return h.hexdigest()
 
 

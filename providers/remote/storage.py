@@ -12,6 +12,7 @@ import libvirt
 
 from .. import xmlgen
 from ..errors import HostError
+from ..sparse import extents
 from ..spec import Connection, PoolSpec
 from . import is_not_found, or_none, session
 
@@ -114,26 +115,6 @@ def _upload_stream(conn: libvirt.virConnect, vol: libvirt.virStorageVol, offset:
 
 
 CHUNK = 256 << 10  # one libvirt stream message (VIR_NET_MESSAGE_LEGACY_PAYLOAD_MAX)
-
-
-def extents(fd: int, size: int) -> Iterator[tuple[bool, int, int]]:
-    """(is_data, offset, length) runs of a file, from SEEK_DATA/SEEK_HOLE; holes are never read."""
-    pos = 0
-    while pos < size:
-        try:
-            data = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError:  # ENXIO: only a hole is left
-            data = size
-        if data > pos:
-            yield False, pos, data - pos
-            pos = data
-            continue
-        try:
-            hole = min(os.lseek(fd, pos, os.SEEK_HOLE), size)
-        except OSError:
-            hole = size
-        yield True, pos, hole - pos
-        pos = hole
 
 
 def _send(stream: libvirt.virStream, fd: int, offset: int, length: int, done: Callable[[int], None]) -> None:
