@@ -46,7 +46,7 @@ libvirt.registerErrorHandler(lambda *_: None, None)  # lookups that miss must no
 _lock = threading.Lock()
 CacheKey = tuple[str, int, str, str, str]
 _host_locks: dict[tuple[str, CacheKey], threading.Lock] = {}
-_masters: dict[CacheKey, str] = {}  # control socket of each host's master connection
+_masters: dict[CacheKey, str] = {}  # the control sockets of the masters this process started
 _virt: dict[CacheKey, libvirt.virConnect] = {}
 _private_key: list[str] = []  # the secret key material, when configured
 _runtime_dir: list[str] = []
@@ -136,10 +136,15 @@ def _check_host_key(c: Connection) -> None:
                            _pin_fix(c)) from exc
 
 
+def _tag(c: Connection) -> str:
+    """A short name for everything that authenticates a connection (its files in the runtime dir)."""
+    return hashlib.sha256(repr(_key(c)).encode()).hexdigest()[:12]
+
+
 def _known_hosts(c: Connection) -> list[str]:
     if not c.host_key:
         return []
-    known = os.path.join(_runtime(), f"known_hosts-{hashlib.sha256(repr(_key(c)).encode()).hexdigest()[:12]}")
+    known = os.path.join(_runtime(), f"known_hosts-{_tag(c)}")
     if not os.path.exists(known):  # named by everything that authenticates: written once per process
         _check_host_key(c)
         tmp = f"{known}.{threading.get_ident()}"
@@ -150,7 +155,7 @@ def _known_hosts(c: Connection) -> list[str]:
 
 
 def control_path(c: Connection) -> str:
-    return os.path.join(_runtime(), f"cm-{hashlib.sha256(repr(_key(c)).encode()).hexdigest()[:12]}")
+    return os.path.join(_runtime(), f"cm-{_tag(c)}")
 
 
 def _ssh_options(c: Connection) -> list[str]:
@@ -236,7 +241,7 @@ def connect(c: Connection) -> str:
     """The host's master connection (started when missing or gone); returns its control socket."""
     k = _key(c)
     with _host_lock(c):
-        ctl = _masters.get(k) or control_path(c)
+        ctl = control_path(c)
         if not _alive(ctl):
             _start_master(c, ctl)
         _masters[k] = ctl
@@ -245,7 +250,7 @@ def connect(c: Connection) -> str:
 
 def _ssh_wrapper(c: Connection) -> str:
     """A `command=` for libvirt's ssh transport: a session on the host's master, strict host keys."""
-    path = os.path.join(os.path.dirname(control_path(c)), f"ssh-{os.path.basename(control_path(c))[3:]}")
+    path = os.path.join(_runtime(), f"ssh-{_tag(c)}")
     quoted = " ".join(shlex.quote(o) for o in [_ssh_binary(), *_ssh_options(c), "-o", "ControlMaster=no"])
     with open(path, "w") as f:
         f.write(f"#!/bin/sh\nexec {quoted} \"$@\"\n")
@@ -254,7 +259,8 @@ def _ssh_wrapper(c: Connection) -> str:
 
 
 def libvirt_uri(c: Connection) -> str:
-    """A qemu+ssh URI whose ssh is a session on the host's master (started here when needed)."""
+    """A qemu+ssh URI whose ssh is a session on the host's master (started here when needed, so host-key
+    and login problems get readable errors before libvirt tries)."""
     connect(c)
     return f"{c.uri}?{urllib.parse.urlencode({'command': _ssh_wrapper(c), 'no_tty': '1'})}"
 
@@ -265,7 +271,6 @@ def virt(c: Connection) -> libvirt.virConnect:
     conn = _virt.get(k)
     if conn is not None and conn.isAlive():
         return conn
-    connect(c)  # verifies the host key and credentials with a readable error before libvirt tries
     with _host_lock(c, "virt"):
         conn = _virt.get(k)
         if conn is None or not conn.isAlive():
@@ -277,8 +282,9 @@ def virt(c: Connection) -> libvirt.virConnect:
         return conn
 
 
-def _exit_master(c: Connection, ctl: str) -> None:
-    subprocess.run([_ssh_binary(), "-o", f"ControlPath={ctl}", "-O", "exit", "--", c.address],
+def _exit_master(ctl: str) -> None:
+    """Ask the master on this control socket to close (the host name is not used with a ControlPath)."""
+    subprocess.run([shutil.which("ssh") or "ssh", "-o", f"ControlPath={ctl}", "-O", "exit", "virtfleet-host"],
                    stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False)
 
 
@@ -295,7 +301,7 @@ def forget(c: Connection) -> None:
     with _host_lock(c):
         ctl = _masters.pop(k, None)
         if ctl and os.path.exists(ctl):
-            _exit_master(c, ctl)
+            _exit_master(ctl)
 
 
 def close_all() -> None:
@@ -307,8 +313,7 @@ def close_all() -> None:
         except libvirt.libvirtError:
             pass
     for ctl in _masters.values():
-        subprocess.run([shutil.which("ssh") or "ssh", "-o", f"ControlPath={ctl}", "-O", "exit", "virtfleet-host"],
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False)
+        _exit_master(ctl)
     _virt.clear()
     _masters.clear()
     if _runtime_dir:
@@ -320,9 +325,9 @@ def run(c: Connection, argv: list[str], timeout: float = 300, check: bool = True
     """Run a command on the host, as a session of its master.  argv is quoted word by word: no injection."""
     cmd = shlex.join(argv)
     for attempt in (1, 2):
-        ctl = connect(c)
+        connect(c)
         try:
-            proc = subprocess.run([_ssh_binary(), *_ssh_options(c), "-o", "ControlMaster=no", "-S", ctl, "-T",
+            proc = subprocess.run([_ssh_binary(), *_ssh_options(c), "-o", "ControlMaster=no", "-T",
                                    "-p", str(c.port), "-l", c.user, "--", c.address, cmd],
                                   stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
