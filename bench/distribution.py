@@ -184,7 +184,7 @@ def _base_outputs(stack: Stack) -> list[dict]:
 
 
 def _b3(stack: Stack, image: str, size: int, tmp: str, guests: dict[str, list[str]]) -> None:
-    old_digests = {o["sha256"] for o in _base_outputs(stack)}
+    old_digests = {o["digest"] for o in _base_outputs(stack)}
     rebuilt = f"{tmp}/rebuilt.raw"
     subprocess.run(["cp", "--sparse=always", image, rebuilt], check=True)
     clusters = size // (64 << 10)
@@ -204,7 +204,7 @@ def _b3(stack: Stack, image: str, size: int, tmp: str, guests: dict[str, list[st
     row("B3 rebuilt image (2 % clusters changed) + 1 new guest/host", f"{wall:6.1f} s")
     row("B3 image bytes sent per host vs image size", f"{max(sent) / 2**20:.1f} MiB = {max(sent) / size:.1%}")
     row("B3 all bytes on the links per host", f"{max(wire.values()):.1f} MiB = {max(wire.values()) * 2**20 / size:.1%}")
-    new_digest = _base_outputs(stack)[0]["sha256"]
+    new_digest = _base_outputs(stack)[0]["digest"]
     ok_new = all(new_digest in lab.virsh(h, "vol-dumpxml", "--pool", "guests", f"b3{os.getpid()}-{h}.qcow2")
                  for h in HOSTS)
     ok_old = all(any(d in lab.virsh(h, "vol-dumpxml", "--pool", "guests", f"{gs[0]}.qcow2") for d in old_digests)

@@ -15,7 +15,7 @@ from .config import HostConf
 
 
 def _digest_output(img: LocalImage) -> pulumi.Output[str]:
-    """The image's sha256 as an Output: a new image is still being hashed while its hosts connect."""
+    """The image's content digest as an Output: a new image is still being hashed while its hosts connect."""
     if img.digest.done():
         return pulumi.Output.from_input(img.digest.result())
     return pulumi.Output.from_input(asyncio.wrap_future(img.digest))
@@ -45,7 +45,7 @@ class Hypervisor(pulumi.ComponentResource):
             self.base_images[name] = BaseImage(
                 f"{conf.key}-{name}",
                 {"connection": conn, "pool": conf.spec.pool.name, "image": name, "source": img.path,
-                 "sha256": digests[name], "size": img.size, "format": img.format},
+                 "digest": digests[name], "size": img.size, "format": img.format},
                 pulumi.ResourceOptions(parent=self, depends_on=[self.host]))
         self.register_outputs({"uri": self.host.uri, "libvirtVersion": self.host.libvirtVersion,
                                "kvmUsable": self.host.kvmUsable})

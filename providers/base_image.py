@@ -1,7 +1,7 @@
-"""BaseImage: one local image on one host, as a read-only volume named by its sha256.
+"""BaseImage: one local image on one host, as a read-only volume named by its content digest.
 
 create: nothing is sent when the host already has the digest.  Otherwise the file is uploaded with
-libvirt's sparse stream into a temporary volume, its size and sha256 are verified ON THE HOST, and only
+libvirt's sparse stream into a temporary volume, its size and CRC are verified ON THE HOST, and only
 then is it renamed to its published name: a broken upload is never used.  Replace-only.
 delete: refused while any volume still uses it as a backing file (the volume is kept and reported).
 """
@@ -74,7 +74,7 @@ def _delta_source(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[str, 
                 old_maps[name] = old_map
     if not old_maps:  # nothing to compare with: a full upload (the new map is made after it)
         return None
-    new_map = delta.remember(spec.sha256, spec.source)
+    new_map = delta.remember(spec.digest, spec.source)
     best: tuple[int, str, list[tuple[int, int]]] | None = None
     for name, old_map in old_maps.items():
         extents = delta.changed_extents(old_map, new_map)
@@ -115,18 +115,18 @@ def _fill(spec: BaseImageSpec, p: libvirt.virStoragePool, tmp_name: str) -> tupl
     return vol, storage.upload(conn, vol, spec.source, progress, sparse=not logical), "full"
 
 
-def _publish(spec: BaseImageSpec, vol: libvirt.virStorageVol, crc: Future[str] | None) -> str:
+def _publish(spec: BaseImageSpec, vol: libvirt.virStorageVol, crc: Future[str]) -> str:
     """Verify the temporary volume ON THE HOST, then give it its published name (one command).
 
-    A full upload is checked with a CRC of the whole volume: every byte came from here through SSH's
-    integrity check, so what is left to prove is the write path, and CRC-32 costs a fifth of sha256 on
-    the host.  A delta also depends on the old base's bytes on the host: it is checked by its sha256.
+    The whole volume is checked against the local file's POSIX cksum (CRC-32, computed here while the
+    bytes travel): it proves the write path of a full upload, and for a delta also the old base's bytes
+    it was cloned from.  CRC-32 costs a fifth of sha256 on the host; without `cksum` here, sha256.
     """
     c = spec.conn
     tmp_path = vol.path()
     final = os.path.join(os.path.dirname(tmp_path), spec.volume_name)
-    want = crc.result() if crc is not None else ""
-    algo, want = ("crc", want) if want else ("sha256", spec.sha256)
+    want = crc.result()
+    algo, want = ("crc", want) if want else ("sha256", localimage.sha256_file(spec.source))
     trace(f"begin verify {c.host} {algo}")
     storage.verify_and_publish(c, tmp_path, final, spec.size, algo, want)
     trace(f"end verify {c.host}")
@@ -139,22 +139,22 @@ def _upload(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[int, str]:
     if not os.path.isfile(spec.source) or os.path.getsize(spec.source) != spec.size:
         raise HostError(c.host, f"uploading image {spec.image!r}",
                         f"local file {spec.source!r} is missing or changed since the preview", "Run `pulumi up` again")
-    _clear_stale_uploads(p, spec.sha256)
-    tmp_name = f"{UPLOAD_PREFIX}{spec.sha256[:16]}-{secrets.token_hex(4)}"
+    _clear_stale_uploads(p, spec.digest)
+    tmp_name = f"{UPLOAD_PREFIX}{spec.digest[:16]}-{secrets.token_hex(4)}"
     t0 = time.monotonic()
     try:
         trace(f"begin fill {c.host}")
         crc = _crc_pool.submit(localimage.posix_cksum, spec.source)  # while the bytes travel
         vol, sent, how = _fill(spec, p, tmp_name)
         trace(f"end fill {c.host}")
-        final = _publish(spec, vol, crc if how == "full" else None)
+        final = _publish(spec, vol, crc)
     except BaseException:
         _discard(spec, tmp_name)
         raise
     say(f"{c.host}: {spec.image} uploaded ({how}), {sent / 2**20:.1f} MiB sent in {time.monotonic() - t0:.1f}s")
     _refresh(p)
     trace(f"begin clustermap {c.host}")
-    delta.remember(spec.sha256, spec.source)
+    delta.remember(spec.digest, spec.source)
     trace(f"end clustermap {c.host}")
     return sent, final
 

@@ -42,7 +42,7 @@ VOLUME_TABLE: dict[str, str] = {
 HOST_TABLE: dict[str, str] = {"connection": "replace", "pool": "replace", "hostNic": "inplace",
                               "virtType": "inplace"}
 
-BASE_IMAGE_TABLE: dict[str, str] = {"connection": "replace", "pool": "replace", "sha256": "replace",
+BASE_IMAGE_TABLE: dict[str, str] = {"connection": "replace", "pool": "replace", "digest": "replace",
                                     "format": "replace", "image": "inplace", "source": "inplace",
                                     "size": "replace"}
 

@@ -1,23 +1,20 @@
-"""Local image files: format, virtual size and a cached sha256 (local I/O only, no host).
+"""Local image files: format, virtual size and a cached content digest (local I/O only, no host).
 
-The digest is computed in the background (`LocalImage.digest` is a future), so the program can register
-and connect its hosts while a new image is hashed; its cluster map (for later delta uploads) is made in
-the same background step, on the other core.
+The digest (see `delta`: the sha256 of the image's cluster map) is computed in the background
+(`LocalImage.digest` is a future), so the program can register and connect its hosts while a new image
+is hashed; the same pass gives the cluster map for later delta uploads.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import struct
 import subprocess
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 from . import delta
 from .errors import ConfigError
@@ -25,7 +22,6 @@ from .sparse import extents
 from .trace import trace
 
 QCOW2_MAGIC = b"QFI\xfb"
-T = TypeVar("T")
 CACHE = os.path.expanduser(os.environ.get("VIRTFLEET_DIGEST_CACHE", "~/.cache/virtfleet/digests.json"))
 
 
@@ -35,10 +31,10 @@ class LocalImage:
     format: str
     size: int          # bytes of the file
     virtual_size: int  # bytes the guest sees
-    digest: Future[str]  # its sha256, hex
+    digest: Future[str]  # its content digest, hex
 
     @property
-    def sha256(self) -> str:
+    def hexdigest(self) -> str:
         return self.digest.result()
 
 
@@ -88,19 +84,13 @@ def _cached(path: str, stamp: str) -> str | None:
             entry = json.load(f).get(os.path.abspath(path))
     except (OSError, ValueError, AttributeError):
         return None
-    return str(entry["sha256"]) if isinstance(entry, dict) and entry.get("stamp") == stamp else None
-
-
-def _niced(nice: int, fn: Callable[..., T], *args: Any) -> T:
-    """Run fn in this worker thread at a lower CPU priority: the SSH handshakes of the hosts come first."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    return fn(*args)
+    return str(entry["digest"]) if isinstance(entry, dict) and entry.get("stamp") == stamp and "digest" in entry \
+        else None
 
 
 def digest_of(path: str) -> Future[str]:
-    """The file's sha256: done at once from the cache, else computed in the background together with its
-    cluster map (hashlib releases the GIL: the two use both cores)."""
+    """The file's content digest: done at once from the cache, else computed in the background (with its
+    cluster map, which is stored for later deltas)."""
     stamp = _stamp(path)
     done: Future[str] = Future()
     hit = _cached(path, stamp)
@@ -108,24 +98,22 @@ def digest_of(path: str) -> Future[str]:
         done.set_result(hit)
         return done
     if not _workers:
-        _workers.append(ThreadPoolExecutor(max_workers=4, thread_name_prefix="virtfleet-digest"))
-    digest = _workers[0].submit(_niced, 5, _cached_digest, path, stamp)
-    clusters = _workers[0].submit(_niced, 15, delta.compute, path)
-    digest.add_done_callback(lambda f: clusters.add_done_callback(
-        lambda m: f.exception() or m.exception() or delta.store(f.result(), m.result())))
-    return digest
+        _workers.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="virtfleet-digest"))
+    return _workers[0].submit(_cached_digest, path, stamp)
 
 
 def _cached_digest(path: str, stamp: str) -> str:
-    trace(f"begin sha256 {path}")
-    digest = sha256_file(path)
-    trace(f"end sha256 {path}")
+    trace(f"begin digest {path}")
+    cluster_map = delta.compute(path)
+    digest = delta.digest(cluster_map)
+    trace(f"end digest {path}")
+    delta.store(digest, cluster_map)
     try:
         with open(CACHE) as f:
             cache = json.load(f)
     except (OSError, ValueError):
         cache = {}
-    cache[os.path.abspath(path)] = {"stamp": stamp, "sha256": digest}
+    cache[os.path.abspath(path)] = {"stamp": stamp, "digest": digest}
     try:
         os.makedirs(os.path.dirname(CACHE), exist_ok=True)
         tmp = f"{CACHE}.{os.getpid()}.{threading.get_ident()}"

@@ -102,26 +102,26 @@ class BaseImageSpec:
     pool: str
     image: str
     source: str
-    sha256: str
+    digest: str  # the content digest (delta.digest): sha256 of the image's cluster map
     size: int
     format: str
 
     @property
     def volume_name(self) -> str:
-        return f"vfbase-{self.sha256}.{self.format}"
+        return f"vfbase-{self.digest}.{self.format}"
 
     def to_props(self) -> dict[str, Any]:
         return {"connection": self.conn.to_props(), "pool": self.pool, "image": self.image,
-                "source": self.source, "sha256": self.sha256, "size": self.size, "format": self.format}
+                "source": self.source, "digest": self.digest, "size": self.size, "format": self.format}
 
     @classmethod
     def from_props(cls, p: dict[str, Any]) -> BaseImageSpec:
-        digest = str(p.get("sha256", ""))
+        digest = str(p.get("digest", ""))
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise v.ConfigError("sha256", f"{digest!r} is not a sha256 hex digest")
+            raise v.ConfigError("digest", f"{digest!r} is not a 64-digit hex content digest")
         return cls(conn=Connection.from_props(p.get("connection") or {}), pool=v.name("pool", p.get("pool")),
                    image=v.name("image", p.get("image"), "image name"), source=str(p.get("source", "")),
-                   sha256=digest, size=int(p.get("size", 0)),
+                   digest=digest, size=int(p.get("size", 0)),
                    format=v.choice("format", p.get("format"), ("raw", "qcow2"), "image format"))
 
 

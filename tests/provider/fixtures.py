@@ -18,7 +18,7 @@ def host_props(host: str, **changes: Any) -> dict[str, Any]:
 def image_props(host: str, path: str | None = None, name: str = "payload") -> dict[str, Any]:
     img = load("images.payload", path or lab.info()["payload"])
     return {"connection": lab.connection_props(host), "pool": "guests", "image": name, "source": img.path,
-            "sha256": img.sha256, "size": img.size, "format": img.format}
+            "digest": img.hexdigest, "size": img.size, "format": img.format}
 
 
 def volume_props(host: str, name: str, base: dict[str, Any], **changes: Any) -> dict[str, Any]:

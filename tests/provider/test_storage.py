@@ -46,19 +46,19 @@ def test_upload_verify_publish_then_skip(hosts, tmp_path) -> None:
     first = bp.create(props)
     try:
         outs = first.outs
-        assert outs["reused"] is False and outs["volumeName"] == f"vfbase-{props['sha256']}.raw"
+        assert outs["reused"] is False and outs["volumeName"] == f"vfbase-{props['digest']}.raw"
         assert outs["bytesSent"] <= 16 << 20, "holes must never cross the wire"
         # the published volume is the exact content, read-only, and no temporary upload remains
         script = f'head -c {256 << 20} {outs["path"]} | sha256sum; stat -c %a {outs["path"]}'
         digest, mode = lab.in_host("h2", "sh", "-c", script).stdout.split()[::2][:2]
-        assert digest == props["sha256"] and mode == "444"
+        assert digest == localimage.sha256_file(str(src)) and mode == "444"
         assert not [v for v in lab.volumes("h2") if v.startswith("vfupload-")]
         again = bp.create(props)
         assert again.outs["reused"] is True and again.outs["bytesSent"] == 0
         assert bp.read(first.id, outs).id == first.id
         assert not bp.diff(first.id, outs, props).changes
-        changed = dict(props, sha256="0" * 64)
-        assert bp.diff(first.id, outs, changed).replaces == ["sha256"]
+        changed = dict(props, digest="0" * 64)
+        assert bp.diff(first.id, outs, changed).replaces == ["digest"]
     finally:
         bp.delete(first.id, first.outs)
     assert bp.read(first.id, first.outs).id is None
@@ -109,7 +109,7 @@ def test_upload_cut_in_the_middle_is_never_published(hosts, tmp_path) -> None:
         os.kill(pid, signal.SIGKILL)
     t.join(120)
     assert errors, "the cut upload must fail"
-    assert f"vfbase-{props['sha256']}.raw" not in lab.volumes("h2"), "a broken upload was published"
+    assert f"vfbase-{props['digest']}.raw" not in lab.volumes("h2"), "a broken upload was published"
     done = bp.create(props)  # the next run completes and cleans the remnant
     try:
         assert done.outs["reused"] is False and done.outs["bytesSent"] == 768 << 20
@@ -180,7 +180,7 @@ def test_rebuilt_image_sends_only_changed_clusters(hosts, tmp_path) -> None:
         assert second.outs["reused"] is False
         assert second.outs["bytesSent"] <= 0.05 * (256 << 20), second.outs["bytesSent"]
         digest = lab.in_host("h2", "sh", "-c", f"sha256sum {second.outs['path']}").stdout.split()[0]
-        assert digest == props["sha256"]
+        assert digest == localimage.sha256_file(str(new)), "the delta result is the new image exactly"
         assert first.outs["volumeName"] in lab.volumes("h2"), "the previous base stays until it is deleted"
     finally:
         bp.delete(second.id, second.outs)
@@ -231,4 +231,4 @@ def test_a_failed_verification_is_never_published(hosts, tmp_path, monkeypatch) 
         BaseImageProvider().create(props)
     assert "verifying the upload" in str(err.value) and "crc" in str(err.value) and "pulumi up" in str(err.value)
     left = lab.volumes("h2")
-    assert f"vfbase-{props['sha256']}.raw" not in left and not [v for v in left if v.startswith("vfupload-")]
+    assert f"vfbase-{props['digest']}.raw" not in left and not [v for v in left if v.startswith("vfupload-")]

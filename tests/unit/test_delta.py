@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import struct
 
 import pytest
 
@@ -59,3 +61,29 @@ def test_remember_caches_by_digest(tmp_path, monkeypatch) -> None:
     assert delta.load("d" * 64) == m
     f.write_bytes(b"changed")  # the cache answers by digest, without reading the file again
     assert delta.remember("d" * 64, str(f)) == m
+
+
+def _reference_digest(data: bytes) -> str:
+    """The digest's definition, written out plainly: sha256 over (cluster size, file size, the sha256 of
+    every 64 KiB cluster of the bytes)."""
+    head = struct.pack(">QQ", 64 << 10, len(data))
+    clusters = b"".join(hashlib.sha256(data[i:i + (64 << 10)]).digest() for i in range(0, len(data), 64 << 10))
+    return hashlib.sha256(head + clusters).hexdigest()
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 7])
+def test_digest_follows_its_definition_whatever_the_split(tmp_path, workers: int) -> None:
+    size = (5 << 20) + 4097  # parts and the short last cluster do not line up with anything
+    f = tmp_path / "img"
+    _write(f, size, {100: os.urandom(200_000), (2 << 20) - 10: os.urandom(20), size - 3: b"end"})
+    assert delta.digest(delta.compute(str(f), workers=workers)) == _reference_digest(f.read_bytes())
+
+
+def test_digest_is_the_content_not_the_allocation_and_sees_one_byte(tmp_path) -> None:
+    sparse, dense = tmp_path / "s", tmp_path / "d"
+    _write(sparse, 2 << 20, {70_000: b"x"})
+    dense.write_bytes(sparse.read_bytes())  # the same bytes, every zero written
+    d = delta.digest(delta.compute(str(sparse)))
+    assert d == delta.digest(delta.compute(str(dense)))
+    _write(dense, 2 << 20, {(1 << 20) + 5: b"\x01"})
+    assert delta.digest(delta.compute(str(dense))) != d

@@ -80,7 +80,7 @@ def test_volume_table(change: dict, expected: str) -> None:
 
 
 def test_base_image_is_replace_only_on_content() -> None:
-    old = {"connection": {"address": "a", "port": 22}, "pool": "guests", "sha256": "1" * 64, "format": "raw",
+    old = {"connection": {"address": "a", "port": 22}, "pool": "guests", "digest": "1" * 64, "format": "raw",
            "image": "i", "source": "/x", "size": 5}
-    assert diff.plan(diff.BASE_IMAGE_TABLE, old, old | {"sha256": "2" * 64}).replaces == ["sha256", "size"][:1]
+    assert diff.plan(diff.BASE_IMAGE_TABLE, old, old | {"digest": "2" * 64}).replaces == ["digest"]
     assert not diff.plan(diff.BASE_IMAGE_TABLE, old, old | {"source": "/y"}).replaces
