@@ -133,8 +133,11 @@ def main() -> int:
             continue
         image = f"{tmp}/{kind}.raw"
         data = make_image(image, size, fraction)
+        lab.quiesce()  # before each timed phase: earlier writes on disk, no SSH master open
         a_wall, a_wire = article(image, kind)
+        lab.quiesce()
         f_wall = floor(image, f"b1{kind[0]}{os.getpid()}")
+        lab.quiesce()
         tag = f"{kind}{os.getpid()}"
         guests = {h: [f"b1{kind[0]}{os.getpid()}-{h}"] for h in HOSTS}
         stack = Stack(f"{tmp}/{kind}", f"bench{tag}", b1_config(image, guests, running=False))
@@ -160,6 +163,7 @@ def main() -> int:
             f"{3 * data / 2**20 / v_wall:6.0f} MiB/s = {3 * data / 2**20 / v_wall / CEILING_MIB_S:.2f} of it")
         row(f"B1 {kind}: then `pulumi up` starting the 3 guests (running: true)", f"{start_wall:6.1f} s")
         if kind == "sparse":
+            lab.quiesce()
             before = link_tx()
             t0 = time.monotonic()
             out = stack.up().stdout
@@ -196,6 +200,7 @@ def _b3(stack: Stack, image: str, size: int, tmp: str, guests: dict[str, list[st
     cfg = config({h: {g: guest(g) for g in gs} for h, gs in more.items()})
     cfg["images"]["payload"]["path"] = rebuilt
     stack.write_config(cfg)
+    lab.quiesce()
     before, t0 = link_tx(), time.monotonic()
     stack.up()
     wall = time.monotonic() - t0

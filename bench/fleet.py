@@ -124,7 +124,9 @@ def _busy(interval: float = 2.0) -> float:
 
 
 def settle(limit: float = 180) -> None:
-    """Wait until the CPUs are mostly idle again (booting TCG guests load both cores)."""
+    """Wait until the CPUs are mostly idle again (booting TCG guests load both cores), with earlier
+    phases' writes on disk and no SSH master open."""
+    lab.quiesce()
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline and _busy() > 0.25:
         pass

@@ -15,14 +15,24 @@ from typing import Any
 from providers import validate as v
 from providers.errors import ConfigError
 from providers.localimage import LocalImage
-from providers.spec import DISK_MODES, GRAPHICS, VIRT_TYPES, Connection, HostSpec, InterfaceSpec, PoolSpec
+from providers.spec import (
+    CPU_PRIORITIES,
+    DISK_MODES,
+    GRAPHICS,
+    VIRT_TYPES,
+    Connection,
+    HostSpec,
+    InterfaceSpec,
+    PoolSpec,
+)
 
 TOP_KEYS = {"images", "hosts", "sshPrivateKey"}
 IMAGE_KEYS = {"path", "build"}
 HOST_KEYS = {"address", "user", "port", "hostKey", "hostNic", "virtType", "sshKeyFile", "pool", "guests"}
 POOL_KEYS = {"name", "type", "path", "vg"}
 GUEST_KEYS = {"name", "memory", "vcpus", "diskSize", "mac", "ip", "image", "disk", "running", "autostart",
-              "deleteDiskOnDestroy", "interfaces", "kernel", "initrd", "cmdline", "graphics", "shutdownTimeout"}
+              "deleteDiskOnDestroy", "interfaces", "kernel", "initrd", "cmdline", "graphics", "shutdownTimeout",
+              "cpuPriority"}
 IFACE_KEYS = {"type", "source", "mac", "model"}
 
 
@@ -46,6 +56,7 @@ class GuestConf:
     cmdline: str
     graphics: str
     shutdown_timeout: int
+    cpu_priority: str
 
 
 @dataclass(frozen=True)
@@ -126,7 +137,8 @@ def _guest(key: str, gkey: str, host: str, g: Any, host_nic: str, images: dict[s
         cmdline=str(g.get("cmdline") or ""),
         graphics=v.choice(f"{key}.graphics", g.get("graphics", "spice"), GRAPHICS, "graphics"),
         shutdown_timeout=v.integer(f"{key}.shutdownTimeout", g.get("shutdownTimeout", 60), 0, 3600,
-                                   "shutdownTimeout"))
+                                   "shutdownTimeout"),
+        cpu_priority=v.choice(f"{key}.cpuPriority", g.get("cpuPriority", "normal"), CPU_PRIORITIES, "cpuPriority"))
 
 
 def _host(hkey: str, h: Any, images: dict[str, LocalImage]) -> HostConf:

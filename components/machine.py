@@ -38,7 +38,8 @@ class Machine(pulumi.ComponentResource):
              "diskPath": spec.pool.volume_path(disk_name), "diskFormat": "raw" if lvm else "qcow2",
              "interfaces": [i.to_props() for i in conf.interfaces], "graphics": conf.graphics,
              "running": conf.running, "autostart": conf.autostart, "kernel": conf.kernel, "initrd": conf.initrd,
-             "cmdline": conf.cmdline, "shutdownTimeout": conf.shutdown_timeout, "ip": conf.ip},
+             "cmdline": conf.cmdline, "shutdownTimeout": conf.shutdown_timeout, "ip": conf.ip,
+             "cpuPriority": conf.cpu_priority},
             pulumi.ResourceOptions(parent=self, depends_on=[self.volume]))
         self.outputs = {
             "host": conf.host, "uuid": self.guest.uuid, "mac": conf.interfaces[0].mac, "ip": conf.ip,

@@ -15,6 +15,7 @@ GUEST_TABLE: dict[str, str] = {
     "name": "replace",         # libvirt cannot rename a running domain; names are unique per host
     "memory": "restart",       # redefined with the same UUID, then shutdown + start
     "vcpus": "restart",
+    "cpuPriority": "restart",  # the scheduler class is set when the vCPU threads start
     "virtType": "restart",
     "diskPath": "restart",
     "diskFormat": "restart",
@@ -54,7 +55,13 @@ def _norm_connection(c: Any) -> Any:
     return c
 
 
+# what a key missing from older state means (added after resources were created: no spurious change)
+DEFAULTS: dict[str, Any] = {"cpuPriority": "normal"}
+
+
 def _norm(key: str, value: Any) -> Any:
+    if value is None:
+        value = DEFAULTS.get(key)
     if key == "connection":
         return _norm_connection(value)
     if key == "interfaces" and isinstance(value, list):

@@ -17,6 +17,7 @@ POOL_TYPES = ("dir", "logical")
 DISK_MODES = ("overlay", "copy")
 IFACE_TYPES = ("direct", "bridge", "network")
 GRAPHICS = ("spice", "vnc", "none")
+CPU_PRIORITIES = ("normal", "batch", "idle")  # the Linux scheduler class of the guest's vCPU threads
 DEFAULT_SHUTDOWN_TIMEOUT = 60
 
 
@@ -201,6 +202,7 @@ class GuestSpec:
     cmdline: str = ""
     shutdown_timeout: int = DEFAULT_SHUTDOWN_TIMEOUT
     ip: str = ""
+    cpu_priority: str = "normal"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def replace(self, **changes: Any) -> GuestSpec:
@@ -213,7 +215,7 @@ class GuestSpec:
                 "interfaces": [i.to_props() for i in self.interfaces], "graphics": self.graphics,
                 "running": self.running, "autostart": self.autostart, "kernel": self.kernel,
                 "initrd": self.initrd, "cmdline": self.cmdline, "shutdownTimeout": self.shutdown_timeout,
-                "ip": self.ip}
+                "ip": self.ip, "cpuPriority": self.cpu_priority}
 
     @classmethod
     def from_props(cls, p: dict[str, Any]) -> GuestSpec:
@@ -238,4 +240,5 @@ class GuestSpec:
             cmdline=str(p.get("cmdline") or ""),
             shutdown_timeout=v.integer("shutdownTimeout", p.get("shutdownTimeout", DEFAULT_SHUTDOWN_TIMEOUT),
                                        0, 3600, "shutdownTimeout"),
-            ip=str(p.get("ip") or ""))
+            ip=str(p.get("ip") or ""),
+            cpu_priority=v.choice("cpuPriority", p.get("cpuPriority", "normal"), CPU_PRIORITIES, "cpuPriority"))

@@ -130,6 +130,8 @@ def domain(spec: GuestSpec, uuid: str = "") -> str:
     metadata(root, spec.owner)
     _sub(root, "memory", str(spec.memory // 1024), unit="KiB")
     _sub(root, "vcpu", str(spec.vcpus))
+    if spec.cpu_priority != "normal":  # the vCPU threads only; QEMU's own threads keep normal priority
+        _sub(_sub(root, "cputune"), "vcpusched", vcpus=f"0-{spec.vcpus - 1}", scheduler=spec.cpu_priority)
     os_(root, spec)
     _sub(_sub(root, "features"), "acpi")
     _sub(root, "on_poweroff", "destroy")
@@ -181,6 +183,7 @@ def observe_domain(xml: str) -> dict[str, Any]:
     return {
         "name": _text(root, "name"), "uuid": _text(root, "uuid"), "virtType": root.get("type", ""),
         "memory": _memory_bytes(root), "vcpus": int(_text(root, "vcpu", "0") or 0),
+        "cpuPriority": _attr(root, "cputune/vcpusched", "scheduler", "normal"),
         "diskPath": _attr(root, "devices/disk[@device='disk']/source", "file")
         or _attr(root, "devices/disk[@device='disk']/source", "dev"),
         "diskFormat": _attr(root, "devices/disk[@device='disk']/driver", "type"),

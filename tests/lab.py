@@ -124,3 +124,17 @@ def read_console(host: str, uuid: str, markers: list[str], timeout: float = 90,
     # No abort here: aborting while the reader thread sits in recv() can deadlock the client.  The
     # reader ends by itself when the console closes (the guest stops or is destroyed).
     return found, buf
+
+
+def quiesce() -> None:
+    """Before a timed benchmark phase: what earlier phases wrote is on disk (their dirty pages would be
+    written back during the next phase and slow it), and no virtfleet SSH master is left open (every
+    timed run starts cold)."""
+    os.sync()
+    from providers.remote import session  # noqa: PLC0415 - only the benchmarks need this
+    runtime = session.runtime_dir()
+    for name in os.listdir(runtime):
+        if name.startswith("cm-") and not name.endswith(".lock"):
+            subprocess.run(["ssh", "-o", f"ControlPath={os.path.join(runtime, name)}", "-O", "exit", "lab"],
+                           capture_output=True, check=False, timeout=10)
+

@@ -6,6 +6,11 @@ handshake per host.  (paramiko's pure-Python transport moves ~250 MiB/s for all 
 machines, OpenSSH 400+ MiB/s, so bulk image data rides OpenSSH; paramiko parses and checks the key
 material before anything connects.)
 
+The masters live in a per-user runtime directory (0700, checked), so every virtfleet process of a run
+shares them: the program opens them while Pulumi starts the provider process (`prewarm`), the provider
+uses them, and at its exit asks them to stop (`ssh -O stop`: a master still carrying another process's
+sessions finishes those first).  A master nobody uses exits after PERSIST anyway.
+
 Host keys are always verified: against the pinned `hostKey` when the stack gives one, otherwise against
 the user's ~/.ssh/known_hosts, strictly.  An unknown or changed key is refused with the fix.  The private
 key comes from the stack secret `virtfleet:sshPrivateKey` (held in memory; written 0600 into a private 0700
@@ -20,12 +25,14 @@ import atexit
 import base64
 import binascii
 import contextlib
+import fcntl
 import hashlib
 import io
 import os
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import threading
@@ -49,10 +56,9 @@ _host_locks: dict[tuple[str, CacheKey], threading.Lock] = {}
 _masters: dict[CacheKey, str] = {}  # the control sockets of the masters this process started
 _virt: dict[CacheKey, libvirt.virConnect] = {}
 _private_key: list[str] = []  # the secret key material, when configured
-_runtime_dir: list[str] = []
+_runtime_dir: list[str] = []  # [path, "private" when it is this process's own]
 SSH_CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
-PERSIST = "20s"  # a master with no session left (its process was killed) exits after this
-RUNTIME_PREFIX = "virtfleet-"
+PERSIST = "20s"  # a master with no session left (its processes exited or were killed) exits after this
 
 
 def set_private_key(material: str | None) -> None:
@@ -65,30 +71,37 @@ def _key(c: Connection) -> CacheKey:
     return (c.address, c.port, c.user, c.host_key, c.ssh_key_file)
 
 
-def _sweep_stale_runtime_dirs() -> None:
-    """Remove runtime directories of virtfleet processes that are gone (killed before their atexit ran)."""
-    tmp = tempfile.gettempdir()
-    for name in os.listdir(tmp):
-        parts = name.split("-")
-        if not name.startswith(RUNTIME_PREFIX) or len(parts) != 3 or not parts[1].isdigit():
-            continue
-        try:
-            os.kill(int(parts[1]), 0)
-        except ProcessLookupError:
-            shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
-        except PermissionError:
-            pass  # alive, someone else's
+def _private_dir(path: str) -> bool:
+    """A real directory (not a link), ours, that nobody else can enter."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
 
 
 def _runtime() -> str:
+    """The user's virtfleet runtime directory: VIRTFLEET_RUNTIME_DIR, else $XDG_RUNTIME_DIR/virtfleet, else
+    /tmp/virtfleet-UID.  One that is not a private directory of ours is never used: then this process
+    gets a directory of its own (its masters are not shared)."""
     with _lock:
         if not _runtime_dir:
-            _sweep_stale_runtime_dirs()
-            d = tempfile.mkdtemp(prefix=f"{RUNTIME_PREFIX}{os.getpid()}-")
-            os.chmod(d, 0o700)
-            _runtime_dir.append(d)
+            xdg = os.environ.get("XDG_RUNTIME_DIR", "")
+            d = os.environ.get("VIRTFLEET_RUNTIME_DIR") or (
+                os.path.join(xdg, "virtfleet") if xdg and os.path.isdir(xdg) else
+                os.path.join(tempfile.gettempdir(), f"virtfleet-{os.geteuid()}"))
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(d, 0o700)
+            if _private_dir(d):
+                _runtime_dir.append(d)
+            else:
+                _runtime_dir[:] = [tempfile.mkdtemp(prefix="virtfleet-private-"), "private"]
             atexit.register(close_all)
         return _runtime_dir[0]
+
+
+def runtime_dir() -> str:
+    return _runtime()
 
 
 def _host_lock(c: Connection, what: str = "ssh") -> threading.Lock:
@@ -147,7 +160,7 @@ def _known_hosts(c: Connection) -> list[str]:
     known = os.path.join(_runtime(), f"known_hosts-{_tag(c)}")
     if not os.path.exists(known):  # named by everything that authenticates: written once per process
         _check_host_key(c)
-        tmp = f"{known}.{threading.get_ident()}"
+        tmp = f"{known}.{os.getpid()}.{threading.get_ident()}"
         with open(tmp, "w") as f:
             f.write(f"{_known_hosts_entry(c)} {c.host_key}\n")
         os.replace(tmp, known)
@@ -189,7 +202,7 @@ def _start_master(c: Connection, ctl: str) -> None:
     key_args: list[str] = []
     secret = ""
     if _private_key:
-        secret = os.path.join(d, f"id-{threading.get_ident()}")
+        secret = os.path.join(d, f"id-{os.getpid()}-{threading.get_ident()}")
         fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(_private_key[0].rstrip("\n") + "\n")
@@ -237,24 +250,50 @@ def _alive(ctl: str) -> bool:
             return False
 
 
+@contextlib.contextmanager
+def _across_processes(ctl: str):  # type: ignore[no-untyped-def]
+    """Held while a master is checked and started: two processes never start two masters for one host."""
+    fd = os.open(f"{ctl}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def connect(c: Connection) -> str:
     """The host's master connection (started when missing or gone); returns its control socket."""
     k = _key(c)
     with _host_lock(c):
         ctl = control_path(c)
-        if not _alive(ctl):
-            _start_master(c, ctl)
+        if _masters.get(k) != ctl or not _alive(ctl):
+            with _across_processes(ctl):
+                if not _alive(ctl):
+                    _start_master(c, ctl)
         _masters[k] = ctl
         return ctl
+
+
+def prewarm(conns: list[Connection]) -> None:
+    """Open the hosts' masters in the background (the program does this while Pulumi starts the provider
+    process, which then finds them).  Failures are left to the provider's own calls to report."""
+    def one(c: Connection) -> None:
+        with contextlib.suppress(Exception):
+            connect(c)
+            trace(f"prewarmed {c.host}")
+    for c in conns:
+        threading.Thread(target=one, args=(c,), name=f"virtfleet-prewarm-{c.host}", daemon=True).start()
 
 
 def _ssh_wrapper(c: Connection) -> str:
     """A `command=` for libvirt's ssh transport: a session on the host's master, strict host keys."""
     path = os.path.join(_runtime(), f"ssh-{_tag(c)}")
     quoted = " ".join(shlex.quote(o) for o in [_ssh_binary(), *_ssh_options(c), "-o", "ControlMaster=no"])
-    with open(path, "w") as f:
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}"  # other processes may be running it
+    with open(tmp, "w") as f:
         f.write(f"#!/bin/sh\nexec {quoted} \"$@\"\n")
-    os.chmod(path, 0o700)
+    os.chmod(tmp, 0o700)
+    os.replace(tmp, path)
     return path
 
 
@@ -282,9 +321,10 @@ def virt(c: Connection) -> libvirt.virConnect:
         return conn
 
 
-def _exit_master(ctl: str) -> None:
-    """Ask the master on this control socket to close (the host name is not used with a ControlPath)."""
-    subprocess.run([shutil.which("ssh") or "ssh", "-o", f"ControlPath={ctl}", "-O", "exit", "virtfleet-host"],
+def _control(ctl: str, command: str) -> None:
+    """`exit`: close the master on this control socket now; `stop`: once its sessions are done (the host
+    name is not used with a ControlPath)."""
+    subprocess.run([shutil.which("ssh") or "ssh", "-o", f"ControlPath={ctl}", "-O", command, "virtfleet-host"],
                    stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False)
 
 
@@ -301,11 +341,12 @@ def forget(c: Connection) -> None:
     with _host_lock(c):
         ctl = _masters.pop(k, None)
         if ctl and os.path.exists(ctl):
-            _exit_master(ctl)
+            _control(ctl, "exit")
 
 
 def close_all() -> None:
-    """Close every libvirt connection and SSH master of this process and remove its runtime directory."""
+    """Close this process's libvirt connections; the masters it used stop once no other process's
+    session rides on them."""
     trace("session close begin")
     for conn in list(_virt.values()):
         try:
@@ -313,10 +354,11 @@ def close_all() -> None:
         except libvirt.libvirtError:
             pass
     for ctl in _masters.values():
-        _exit_master(ctl)
+        if os.path.exists(ctl):
+            _control(ctl, "stop")
     _virt.clear()
     _masters.clear()
-    if _runtime_dir:
+    if _runtime_dir[1:] == ["private"]:
         shutil.rmtree(_runtime_dir[0], ignore_errors=True)
     trace("session close end")
 

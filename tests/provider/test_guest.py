@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -142,3 +143,37 @@ def test_replace_fields_and_delete_before_replace(disk, unique) -> None:
     moved = dict(props, connection=dict(props["connection"], address="10.200.0.12"))
     d = GuestProvider().diff("u", outs, moved)
     assert d.replaces == ["connection"] and d.delete_before_replace is True
+
+
+def _vcpu_policies(name: str) -> dict[str, int]:
+    """Scheduler policy of every thread of the guest's QEMU process (lab hosts share this pid namespace)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f"guest={name},".encode() not in f.read():
+                    continue
+            threads = {}
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    threads[f"{f.read().strip()}#{tid}"] = os.sched_getscheduler(int(tid))
+            return threads
+        except OSError:
+            continue
+    return {}
+
+
+def test_cpu_priority_idle_applies_to_vcpu_threads_only(disk, unique, sweep) -> None:
+    name = f"idle-{unique}"
+    sweep.append(("h1", name))
+    gp = GuestProvider()
+    made = gp.create(guest_props("h1", name, disk, _mac(unique), cpuPriority="idle", vcpus=2, shutdownTimeout=0))
+    threads = _vcpu_policies(name)
+    vcpus = {t: p for t, p in threads.items() if "/TCG" in t or "/KVM" in t}
+    assert len(vcpus) == 2 and set(vcpus.values()) == {os.SCHED_IDLE}, threads
+    assert {p for t, p in threads.items() if t not in vcpus} == {os.SCHED_OTHER}, threads
+    assert gp.read(made.id, made.outs).outs["xmlDrift"] is False
+    back = gp.update(made.id, made.outs, guest_props("h1", name, disk, _mac(unique), vcpus=2, cpuPriority="normal",
+                                                 shutdownTimeout=0))
+    assert back.outs["cpuPriority"] == "normal"
+    assert set(_vcpu_policies(name).values()) == {os.SCHED_OTHER}, "restarted with normal vCPUs"
+    gp.delete(made.id, back.outs)

@@ -105,6 +105,7 @@ BAD = [
     (f"{H}.virtType", "xen", f"{H}.virtType", "not one of"),
     (f"{H}.hostNic", "eth 0", f"{H}.hostNic", "not a network interface"),
     (f"{G}.shutdownTimeout", -1, f"{G}.shutdownTimeout", "out of range"),
+    (f"{G}.cpuPriority", "low", f"{G}.cpuPriority", "not one of"),
     ("images.baseline.path", "/nonexistent/image.qcow2", "images.baseline.path", "does not exist"),
     ("hosts.athens.guests.some-athens-guest.memroy", 4, f"{G}.memroy", "Did you mean `memory`"),
     (f"{H}.adress", "x", f"{H}.adress", "Did you mean `address`"),

@@ -24,6 +24,8 @@ GUEST_CASES = [
     ({"name": "g2"}, "replace"),
     ({"memory": 2 << 30}, "restart"),
     ({"vcpus": 2}, "restart"),
+    ({"cpuPriority": "idle"}, "restart"),
+    ({"cpuPriority": "normal"}, "none"),  # state from before the key existed means the same
     ({"interfaces": [{"type": "direct", "source": "eth0", "mac": "52:54:00:00:00:02", "model": "virtio"}]}, "restart"),
     ({"interfaces": [{"type": "direct", "source": "eth0", "mac": "52:54:00:00:00:01".upper(), "model": "virtio"}]},
      "none"),

@@ -32,7 +32,7 @@ CASES = {
     "domain-article.xml": ("domain", lambda: xmlgen.domain(article_guest(), UUID)),
     "domain-tcg-kernel-bridge.xml": ("domain", lambda: xmlgen.domain(article_guest(
         virt_type="qemu", graphics="none", kernel="/var/lib/virtfleet/boot/vmlinuz",
-        initrd="/var/lib/virtfleet/boot/initrd.img", cmdline="console=ttyS0 root=/dev/vda",
+        initrd="/var/lib/virtfleet/boot/initrd.img", cmdline="console=ttyS0 root=/dev/vda", cpu_priority="idle",
         interfaces=(InterfaceSpec("bridge", "br0", "52:54:00:00:00:01"),
                     InterfaceSpec("network", "default", "52:54:00:00:00:02", "e1000"))), UUID)),
     "pool-dir.xml": ("storagepool", lambda: xmlgen.pool(PoolSpec())),
@@ -105,3 +105,10 @@ def test_observe_ignores_what_libvirt_adds() -> None:
     root.find("memory").set("unit", "KiB")
     ET.SubElement(root, "currentMemory", unit="KiB").text = str(4 << 20)
     assert xmlgen.observe_domain(ET.tostring(root, encoding="unicode")) == xmlgen.observe_domain(ours)
+
+
+@pytest.mark.parametrize("priority", ["normal", "batch", "idle"])
+def test_cpu_priority_round_trips(priority: str) -> None:
+    xml = xmlgen.domain(article_guest(cpu_priority=priority), UUID)
+    assert xmlgen.observe_domain(xml)["cpuPriority"] == priority
+    assert (ET.fromstring(xml).find("cputune") is None) == (priority == "normal")  # default: libvirt's own
