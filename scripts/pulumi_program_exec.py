@@ -4,7 +4,7 @@ The runner's own work ends with the program (all resource RPCs answered, output 
 interpreter exit adds after that (atexit handlers, gRPC teardown, joining threads, collecting every
 object) took 2-5 s per run on the lab while guests booted, and the engine waits for it.  Nothing of the
 program's needs it: a cluster map still being computed for a later delta is made again when needed.
-`scripts/pulumi_langhost.py` starts programs through this file: `python pulumi_program_exec.py EXEC ARGS...`.
+The language host (scripts/langhost) starts programs through this file: `python pulumi_program_exec.py EXEC ARGS...`.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ libvirt.registerErrorHandler(lambda *_: None, None)  # lookups that miss must no
 _lock = threading.Lock()
 CacheKey = tuple[str, int, str, str, str]
 _host_locks: dict[tuple[str, CacheKey], threading.Lock] = {}
-_masters: dict[CacheKey, str] = {}  # the control sockets of the masters this process started
+_masters: dict[CacheKey, str] = {}  # the control sockets of the masters this process used
 _virt: dict[CacheKey, libvirt.virConnect] = {}
 _private_key: list[str] = []  # the secret key material, when configured
 _runtime_dir: list[str] = []  # [path, "private" when it is this process's own]
