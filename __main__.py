@@ -10,7 +10,6 @@ from components.hypervisor import Hypervisor
 from components.machine import Machine
 from providers.errors import ConfigError
 from providers.localimage import load
-from providers.remote import session
 from providers.trace import trace
 
 config = pulumi.Config("virtfleet")
@@ -20,9 +19,6 @@ try:
                   lambda key, path, build: load(key, path, build, os.getcwd()))
 except ConfigError as exc:
     raise pulumi.RunError(str(exc)) from None
-if not pulumi.runtime.is_dry_run():  # the hosts' SSH connections open while Pulumi starts the provider
-    session.set_private_key(pulumi.runtime.get_config("virtfleet:sshPrivateKey"))
-    session.prewarm([h.spec.conn for h in fleet.hosts])
 
 hypervisors = {h.key: Hypervisor(h, fleet.images) for h in fleet.hosts}
 # registered round-robin across hosts: the engine runs the first --parallel ready steps in this order, so

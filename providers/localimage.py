@@ -7,6 +7,7 @@ is hashed; the same pass gives the cluster map for later delta uploads.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -103,6 +104,8 @@ def digest_of(path: str) -> Future[str]:
 
 
 def _cached_digest(path: str, stamp: str) -> str:
+    with contextlib.suppress(OSError):  # the hosts' connections and the provider's start come first;
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # the hashing threads inherit it
     trace(f"begin digest {path}")
     cluster_map = delta.compute(path)
     digest = delta.digest(cluster_map)

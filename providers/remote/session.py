@@ -28,6 +28,7 @@ import contextlib
 import fcntl
 import hashlib
 import io
+import json
 import os
 import shlex
 import shutil
@@ -37,6 +38,7 @@ import subprocess
 import tempfile
 import threading
 import urllib.parse
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import libvirt
@@ -226,6 +228,10 @@ def _start_master(c: Connection, ctl: str) -> None:
             os.unlink(secret)  # the master has authenticated; the key is not needed on disk again
     if rc != 0 or not os.path.exists(ctl):
         raise _classify(c, stderr)
+    tmp = f"{ctl}.json.{os.getpid()}.{threading.get_ident()}"  # which host it reaches (no secrets): see warm
+    with open(tmp, "w") as f:
+        json.dump(c.to_props(), f)
+    os.replace(tmp, f"{ctl}.json")
 
 
 def _ssh_binary() -> str:
@@ -277,12 +283,8 @@ def connect(c: Connection) -> str:
 def prewarm(conns: list[Connection]) -> None:
     """Open the hosts' masters in the background (the program does this while Pulumi starts the provider
     process, which then finds them).  Failures are left to the provider's own calls to report."""
-    def one(c: Connection) -> None:
-        with contextlib.suppress(Exception):
-            connect(c)
-            trace(f"prewarmed {c.host}")
     for c in conns:
-        threading.Thread(target=one, args=(c,), name=f"virtfleet-prewarm-{c.host}", daemon=True).start()
+        threading.Thread(target=_quietly, args=(connect, c), name=f"virtfleet-prewarm-{c.host}", daemon=True).start()
 
 
 def _ssh_wrapper(c: Connection) -> str:
@@ -319,6 +321,35 @@ def virt(c: Connection) -> libvirt.virConnect:
                 raise HostError(c.host, f"connecting libvirt at {c.uri}", str(exc),
                                 "Check that libvirtd runs on the host and the user may use qemu:///system") from exc
         return conn
+
+
+def warm_libvirt() -> None:
+    """Open libvirt connections, in the background, to the hosts whose SSH master is already up (the
+    program opened them for this run): the provider process does this while Python imports the SDK,
+    so its first call to a host finds the connection made.  Failures are left to that call."""
+    d = _runtime()
+    for name in os.listdir(d):
+        ctl = os.path.join(d, name.removesuffix(".json"))
+        if not name.startswith("cm-") or not name.endswith(".json") or not _alive(ctl):
+            continue
+        c = _recorded(os.path.join(d, name))
+        if c is not None and control_path(c) == ctl:
+            threading.Thread(target=_quietly, args=(virt, c), name=f"virtfleet-warm-{c.host}", daemon=True).start()
+
+
+def _recorded(path: str) -> Connection | None:
+    """The connection a master's record names; None for a record that cannot be used."""
+    try:
+        with open(path) as f:
+            return Connection.from_props(json.load(f))
+    except Exception:  # noqa: BLE001 - a stale or foreign record is only skipped
+        return None
+
+
+def _quietly(fn: Callable[[Connection], object], c: Connection) -> None:
+    with contextlib.suppress(Exception):
+        fn(c)
+        trace(f"{fn.__name__} warm {c.host}")
 
 
 def _control(ctl: str, command: str) -> None:

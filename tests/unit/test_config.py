@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from components.config import parse, unknown_top_keys
+from components.config import host_connections, parse, unknown_top_keys
 from providers.errors import ConfigError
 from providers.localimage import load
 from tests.configedit import DELETE, with_value
@@ -189,3 +189,13 @@ def test_example_stack_parses_once_placeholders_are_replaced(image: str) -> None
     g = fleet.hosts[0].guests[0]
     assert (g.name, g.memory, g.disk_size, g.interfaces[0].mac, g.interfaces[0].source) == \
         ("some-athens-guest", 4 << 30, 50 << 30, "d2:91:69:c0:14:9a", "enp30s0")
+
+
+def test_host_connections_for_early_ssh_are_the_parsed_ones_and_skip_bad_hosts(image: str) -> None:
+    raw = good(image)
+    parsed = [h.spec.conn for h in parse_with(image, raw).hosts]
+    assert host_connections(raw["hosts"]) == parsed
+    raw["hosts"]["bad"] = {"address": "root@nowhere"}  # left to the full parse to report
+    raw["hosts"]["worse"] = "not a mapping"
+    assert host_connections(raw["hosts"]) == parsed
+    assert host_connections(None) == [] == host_connections("x")
