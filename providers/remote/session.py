@@ -307,14 +307,20 @@ def libvirt_uri(c: Connection) -> str:
 
 
 def virt(c: Connection) -> libvirt.virConnect:
-    """The cached libvirt connection of a host; SSH host keys are checked first, with clear errors."""
+    """The cached libvirt connection of a host; SSH host keys are checked first, with clear errors.
+
+    A cached connection is used only while the SSH master it rides on is up: libvirt notices a closed
+    transport only at the next call, which would then fail."""
     k = _key(c)
     conn = _virt.get(k)
-    if conn is not None and conn.isAlive():
+    if conn is not None and conn.isAlive() and _alive(control_path(c)):
         return conn
     with _host_lock(c, "virt"):
         conn = _virt.get(k)
-        if conn is None or not conn.isAlive():
+        if conn is None or not conn.isAlive() or not _alive(control_path(c)):
+            if conn is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.close()
             try:
                 conn = _virt[k] = libvirt.open(libvirt_uri(c))
             except libvirt.libvirtError as exc:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 
 from providers.errors import HostError
 from providers.host import HostProvider
+from providers.spec import Connection
 from tests import lab
 from tests.provider.fixtures import host_props
+from tests.provider.test_storage import _master_of
 
 pytestmark = pytest.mark.provider
 
@@ -77,3 +83,21 @@ def test_logical_pool_on_a_volume_group(unique) -> None:
         lab.virsh("h3", "pool-undefine", vg, check=False)
         lab.in_host("h3", "sh", "-c", f"vgremove -q -f {vg}; pvremove -q {loop}; losetup -d {loop}; rm -f {img}",
                     check=False)
+
+
+def test_a_cached_connection_whose_ssh_master_died_is_replaced() -> None:
+    """The SSH master under a cached libvirt connection is killed between two calls: the next call
+    opens a new master and connection instead of failing on the dead one."""
+    hp, props = HostProvider(), host_props("h3")
+    created = hp.create(props)
+    c = Connection.from_props(props["connection"])
+    victims = _master_of(c)
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}/cmdline") and
+                                              open(f"/proc/{pid}/cmdline", "rb").read() for pid in victims):
+        time.sleep(0.02)  # gone (a zombie's cmdline is empty)
+    read = hp.read(created.id, created.outs)
+    assert read.id == created.id and read.outs["hostname"] == "h3"
+    assert len(_master_of(c)) == 1
