@@ -1,296 +1,57 @@
-"""Per-host sessions: ONE SSH connection per host and process, reused for everything in a run.
+"""Per-host sessions: the libvirt connection of each host, riding on its one SSH master (`ssh`).
 
-The connection is an OpenSSH master (ControlMaster) owned by virtfleet: libvirt's qemu+ssh RPC, its
-upload streams and every remote command are sessions multiplexed over it, so a run pays one SSH
-handshake per host.  (paramiko's pure-Python transport moves ~250 MiB/s for all hosts together on these
-machines, OpenSSH 400+ MiB/s, so bulk image data rides OpenSSH; paramiko parses and checks the key
-material before anything connects.)
-
-The masters live in a per-user runtime directory (0700, checked), so every virtfleet process of a run
-shares them: the program opens them while Pulumi starts the provider process (`prewarm`), the provider
-uses them, and at its exit asks them to stop (`ssh -O stop`: a master still carrying another process's
-sessions finishes those first).  A master nobody uses exits after PERSIST anyway.
-
-Host keys are always verified: against the pinned `hostKey` when the stack gives one, otherwise against
-the user's ~/.ssh/known_hosts, strictly.  An unknown or changed key is refused with the fix.  The private
-key comes from the stack secret `virtfleet:sshPrivateKey` (held in memory; written 0600 into a private 0700
-runtime directory only while the master authenticates, then removed), else `sshKeyFile`, else the agent.
-
-The cache is lazy and thread-safe; nothing here is ever pickled with a provider.
+libvirt's qemu+ssh transport runs `ssh` through a wrapper that opens a session on the host's master with
+strict host keys, so a run pays one SSH handshake per host for libvirt, uploads and commands alike.
+Connections are cached per process, lazily and thread-safely; nothing here is ever pickled with a provider.
+The SSH side (masters, host keys, remote commands) is `ssh`; its public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import atexit
-import base64
-import binascii
 import contextlib
-import fcntl
-import hashlib
-import io
-import json
 import os
 import shlex
-import shutil
-import socket
-import stat
-import subprocess
-import tempfile
 import threading
 import urllib.parse
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import libvirt
 
-from ..errors import HostError, HostKeyError
+from ..errors import HostError
 from ..spec import Connection
 from ..trace import trace
+from .ssh import (
+    CacheKey,
+    alive,
+    cache_key,
+    connect,
+    control_path,
+    host_lock,
+    live_records,
+    prewarm,
+    quietly,
+    run,
+    runtime_dir,
+    set_private_key,
+    ssh_binary,
+    ssh_options,
+    stop_masters,
+    tag,
+)
+from .ssh import forget_master as _forget_master
 
-if TYPE_CHECKING:
-    import paramiko
+__all__ = ["close_all", "connect", "control_path", "forget", "libvirt_uri", "prewarm", "run", "runtime_dir",
+           "set_private_key", "virt", "warm_libvirt"]
 
 libvirt.registerErrorHandler(lambda *_: None, None)  # lookups that miss must not print to stderr
 
-_lock = threading.Lock()
-CacheKey = tuple[str, int, str, str, str]
-_host_locks: dict[tuple[str, CacheKey], threading.Lock] = {}
-_masters: dict[CacheKey, str] = {}  # the control sockets of the masters this process used
 _virt: dict[CacheKey, libvirt.virConnect] = {}
-_private_key: list[str] = []  # the secret key material, when configured
-_runtime_dir: list[str] = []  # [path, "private" when it is this process's own]
-SSH_CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
-PERSIST = "20s"  # a master with no session left (its processes exited or were killed) exits after this
-
-
-def set_private_key(material: str | None) -> None:
-    """Called from the providers' `configure` with the stack secret; kept in this process only."""
-    _private_key[:] = [material] if material else []
-
-
-def _key(c: Connection) -> CacheKey:
-    """Connections are shared only when everything that authenticates them is the same."""
-    return (c.address, c.port, c.user, c.host_key, c.ssh_key_file)
-
-
-def _private_dir(path: str) -> bool:
-    """A real directory (not a link), ours, that nobody else can enter."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
-
-
-def _runtime() -> str:
-    """The user's virtfleet runtime directory: VIRTFLEET_RUNTIME_DIR, else $XDG_RUNTIME_DIR/virtfleet, else
-    /tmp/virtfleet-UID.  One that is not a private directory of ours is never used: then this process
-    gets a directory of its own (its masters are not shared)."""
-    with _lock:
-        if not _runtime_dir:
-            xdg = os.environ.get("XDG_RUNTIME_DIR", "")
-            d = os.environ.get("VIRTFLEET_RUNTIME_DIR") or (
-                os.path.join(xdg, "virtfleet") if xdg and os.path.isdir(xdg) else
-                os.path.join(tempfile.gettempdir(), f"virtfleet-{os.geteuid()}"))
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(d, 0o700)
-            if _private_dir(d):
-                _runtime_dir.append(d)
-            else:
-                _runtime_dir[:] = [tempfile.mkdtemp(prefix="virtfleet-private-"), "private"]
-            atexit.register(close_all)
-        return _runtime_dir[0]
-
-
-def runtime_dir() -> str:
-    return _runtime()
-
-
-def _host_lock(c: Connection, what: str = "ssh") -> threading.Lock:
-    """One lock per host and kind ("ssh": its master, "virt": its libvirt connection): a command may run
-    while libvirt connects."""
-    with _lock:
-        return _host_locks.setdefault((what, _key(c)), threading.Lock())
-
-
-def _known_hosts_entry(c: Connection) -> str:
-    return c.address if c.port == 22 else f"[{c.address}]:{c.port}"
-
-
-def _pin_fix(c: Connection) -> str:
-    return (f"Pin the host's key in the stack: `virtfleet:hosts.{c.host}.hostKey` = the output of "
-            f"`ssh-keyscan -p {c.port} -t ed25519 {c.address}` (check it out of band), without the host name")
-
-
-def _paramiko_pkey(material: str) -> paramiko.PKey:
-    import paramiko  # noqa: PLC0415 - only when a key is checked: importing it costs the program 0.15 s
-    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
-        try:
-            return cls.from_private_key(io.StringIO(material))
-        except (paramiko.SSHException, ValueError):
-            continue
-    raise HostError("-", "loading virtfleet:sshPrivateKey", "not an unencrypted OpenSSH/PEM private key",
-                    "Set it with `pulumi config set --secret virtfleet:sshPrivateKey < KEYFILE`")
-
-
-def check_private_key() -> None:
-    """A configured `virtfleet:sshPrivateKey` must be a usable key: refused with the fix before connecting."""
-    if _private_key:
-        _paramiko_pkey(_private_key[0])
-
-
-def _check_host_key(c: Connection) -> None:
-    """The pinned key must parse as an SSH public key (paramiko), else a clear error before connecting."""
-    import paramiko  # noqa: PLC0415 - see _paramiko_pkey
-
-    try:
-        ktype, blob = c.host_key.split()[:2]
-        paramiko.PKey.from_type_string(ktype, base64.b64decode(blob, validate=True))
-    except (ValueError, paramiko.SSHException, binascii.Error) as exc:
-        raise HostKeyError(c.host, "reading the pinned host key", f"not a valid SSH public key ({exc})",
-                           _pin_fix(c)) from exc
-
-
-def _tag(c: Connection) -> str:
-    """A short name for everything that authenticates a connection (its files in the runtime dir)."""
-    return hashlib.sha256(repr(_key(c)).encode()).hexdigest()[:12]
-
-
-def _known_hosts(c: Connection) -> list[str]:
-    if not c.host_key:
-        return []
-    known = os.path.join(_runtime(), f"known_hosts-{_tag(c)}")
-    if not os.path.exists(known):  # named by everything that authenticates: written once per process
-        _check_host_key(c)
-        tmp = f"{known}.{os.getpid()}.{threading.get_ident()}"
-        with open(tmp, "w") as f:
-            f.write(f"{_known_hosts_entry(c)} {c.host_key}\n")
-        os.replace(tmp, known)
-    return ["-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null"]
-
-
-def control_path(c: Connection) -> str:
-    return os.path.join(_runtime(), f"cm-{_tag(c)}")
-
-
-def _ssh_options(c: Connection) -> list[str]:
-    """What every ssh we run gets: strict host keys, no prompts, our ciphers, the host's master socket."""
-    return ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10",
-            "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3", "-o", f"Ciphers={SSH_CIPHERS}",
-            *_known_hosts(c), "-o", f"ControlPath={control_path(c)}"]
-
-
-def _classify(c: Connection, stderr: str) -> HostError:
-    text = stderr.strip()
-    if "IDENTIFICATION HAS CHANGED" in text or "key for" in text and "differs" in text:
-        got = next((ln for ln in text.splitlines() if "fingerprint for the" in ln or ln.startswith("SHA256:")), "")
-        return HostKeyError(c.host, f"SSH to {c.address}:{c.port}",
-                            f"the host key does not match the pinned/known key: refused {got.strip()[:120]}",
-                            "If the host was really reinstalled, " + _pin_fix(c))
-    if "Host key verification failed" in text or "host key is known" in text:
-        return HostKeyError(c.host, f"SSH to {c.address}:{c.port}", "the host key is unknown: refused",
-                            _pin_fix(c) + ", or add it to ~/.ssh/known_hosts")
-    if "Permission denied" in text:
-        return HostError(c.host, f"SSH to {c.user}@{c.address}:{c.port}", text.splitlines()[-1],
-                         "Check the user, the key (virtfleet:sshPrivateKey or sshKeyFile) and sshd on the host")
-    return HostError(c.host, f"SSH to {c.address}:{c.port}", text.splitlines()[-1] if text else "ssh failed",
-                     "Check that the host is up and the address and port are right")
-
-
-def _start_master(c: Connection, ctl: str) -> None:
-    """Open the host's one SSH connection: authenticate, then background it with its control socket."""
-    check_private_key()
-    d = _runtime()
-    key_args: list[str] = []
-    secret = ""
-    if _private_key:
-        secret = os.path.join(d, f"id-{os.getpid()}-{threading.get_ident()}")
-        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(_private_key[0].rstrip("\n") + "\n")
-        key_args = ["-i", secret, "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"]
-    elif c.ssh_key_file:
-        key_args = ["-i", os.path.expanduser(c.ssh_key_file), "-o", "IdentitiesOnly=yes"]
-    argv = [_ssh_binary(), *_ssh_options(c), *key_args, "-o", "ControlMaster=yes", "-o", f"ControlPersist={PERSIST}",
-            "-N", "-f", "-p", str(c.port), "-l", c.user, "--", c.address]
-    try:
-        with tempfile.TemporaryFile(dir=d) as err:  # not a pipe: the backgrounded master keeps no end of it
-            try:
-                rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                    timeout=40).returncode
-            except subprocess.TimeoutExpired as exc:
-                raise HostError(c.host, f"SSH to {c.address}:{c.port}", "no answer within 40 s",
-                                "Check that the host is up and the address and port are right") from exc
-            err.seek(0)
-            stderr = err.read().decode(errors="replace")
-    finally:
-        if secret:
-            os.unlink(secret)  # the master has authenticated; the key is not needed on disk again
-    if rc != 0 or not os.path.exists(ctl):
-        raise _classify(c, stderr)
-    tmp = f"{ctl}.json.{os.getpid()}.{threading.get_ident()}"  # which host it reaches (no secrets): see warm
-    with open(tmp, "w") as f:
-        json.dump(c.to_props(), f)
-    os.replace(tmp, f"{ctl}.json")
-
-
-def _ssh_binary() -> str:
-    path = shutil.which("ssh")
-    if path is None:
-        raise HostError("-", "starting ssh", "the OpenSSH client `ssh` is not installed on this machine",
-                        "Install it (Debian: apt install openssh-client), libvirt's qemu+ssh needs it too")
-    return path
-
-
-def _alive(ctl: str) -> bool:
-    """Whether a master listens on the control socket; a stale socket (its master was killed) is removed."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(ctl)
-            return True
-        except FileNotFoundError:
-            return False
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(ctl)
-            return False
-
-
-@contextlib.contextmanager
-def _across_processes(ctl: str):  # type: ignore[no-untyped-def]
-    """Held while a master is checked and started: two processes never start two masters for one host."""
-    fd = os.open(f"{ctl}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def connect(c: Connection) -> str:
-    """The host's master connection (started when missing or gone); returns its control socket."""
-    k = _key(c)
-    with _host_lock(c):
-        ctl = control_path(c)
-        if _masters.get(k) != ctl or not _alive(ctl):
-            with _across_processes(ctl):
-                if not _alive(ctl):
-                    _start_master(c, ctl)
-        _masters[k] = ctl
-        return ctl
-
-
-def prewarm(conns: list[Connection]) -> None:
-    """Open the hosts' masters in the background (the program does this while Pulumi starts the provider
-    process, which then finds them).  Failures are left to the provider's own calls to report."""
-    for c in conns:
-        threading.Thread(target=_quietly, args=(connect, c), name=f"virtfleet-prewarm-{c.host}", daemon=True).start()
 
 
 def _ssh_wrapper(c: Connection) -> str:
     """A `command=` for libvirt's ssh transport: a session on the host's master, strict host keys."""
-    path = os.path.join(_runtime(), f"ssh-{_tag(c)}")
-    quoted = " ".join(shlex.quote(o) for o in [_ssh_binary(), *_ssh_options(c), "-o", "ControlMaster=no"])
+    path = os.path.join(runtime_dir(), f"ssh-{tag(c)}")
+    quoted = " ".join(shlex.quote(o) for o in [ssh_binary(), *ssh_options(c), "-o", "ControlMaster=no"])
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}"  # other processes may be running it
     with open(tmp, "w") as f:
         f.write(f"#!/bin/sh\nexec {quoted} \"$@\"\n")
@@ -311,13 +72,13 @@ def virt(c: Connection) -> libvirt.virConnect:
 
     A cached connection is used only while the SSH master it rides on is up: libvirt notices a closed
     transport only at the next call, which would then fail."""
-    k = _key(c)
+    k = cache_key(c)
     conn = _virt.get(k)
-    if conn is not None and conn.isAlive() and _alive(control_path(c)):
+    if conn is not None and conn.isAlive() and alive(control_path(c)):
         return conn
-    with _host_lock(c, "virt"):
+    with host_lock(c, "virt"):
         conn = _virt.get(k)
-        if conn is None or not conn.isAlive() or not _alive(control_path(c)):
+        if conn is None or not conn.isAlive() or not alive(control_path(c)):
             if conn is not None:
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.close()
@@ -333,52 +94,21 @@ def warm_libvirt() -> None:
     """Open libvirt connections, in the background, to the hosts whose SSH master is already up (the
     program opened them for this run): the provider process does this while Python imports the SDK,
     so its first call to a host finds the connection made.  Failures are left to that call."""
-    d = _runtime()
-    for name in os.listdir(d):
-        ctl = os.path.join(d, name.removesuffix(".json"))
-        if not name.startswith("cm-") or not name.endswith(".json") or not _alive(ctl):
-            continue
-        c = _recorded(os.path.join(d, name))
-        if c is not None and control_path(c) == ctl:
-            threading.Thread(target=_quietly, args=(virt, c), name=f"virtfleet-warm-{c.host}", daemon=True).start()
-
-
-def _recorded(path: str) -> Connection | None:
-    """The connection a master's record names; None for a record that cannot be used."""
-    try:
-        with open(path) as f:
-            return Connection.from_props(json.load(f))
-    except Exception:  # noqa: BLE001 - a stale or foreign record is only skipped
-        return None
-
-
-def _quietly(fn: Callable[[Connection], object], c: Connection) -> None:
-    with contextlib.suppress(Exception):
-        fn(c)
-        trace(f"{fn.__name__} warm {c.host}")
-
-
-def _control(ctl: str, command: str) -> None:
-    """`exit`: close the master on this control socket now; `stop`: once its sessions are done (the host
-    name is not used with a ControlPath)."""
-    subprocess.run([shutil.which("ssh") or "ssh", "-o", f"ControlPath={ctl}", "-O", command, "virtfleet-host"],
-                   stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False)
+    for c in live_records():
+        threading.Thread(target=quietly, args=(virt, c), name=f"virtfleet-warm-{c.host}", daemon=True).start()
 
 
 def forget(c: Connection) -> None:
     """Drop a host's cached connections (after a failure), so the next call reconnects."""
-    k = _key(c)
-    with _host_lock(c, "virt"):
+    k = cache_key(c)
+    with host_lock(c, "virt"):
         conn = _virt.pop(k, None)
         try:
             if conn is not None:
                 conn.close()
         except libvirt.libvirtError:
             pass
-    with _host_lock(c):
-        ctl = _masters.pop(k, None)
-        if ctl and os.path.exists(ctl):
-            _control(ctl, "exit")
+    _forget_master(c)
 
 
 def close_all() -> None:
@@ -390,34 +120,9 @@ def close_all() -> None:
             conn.close()
         except libvirt.libvirtError:
             pass
-    for ctl in _masters.values():
-        if os.path.exists(ctl):
-            _control(ctl, "stop")
     _virt.clear()
-    _masters.clear()
-    if _runtime_dir[1:] == ["private"]:
-        shutil.rmtree(_runtime_dir[0], ignore_errors=True)
+    stop_masters()
     trace("session close end")
 
 
-def run(c: Connection, argv: list[str], timeout: float = 300, check: bool = True) -> tuple[int, str, str]:
-    """Run a command on the host, as a session of its master.  argv is quoted word by word: no injection."""
-    cmd = shlex.join(argv)
-    for attempt in (1, 2):
-        connect(c)
-        try:
-            proc = subprocess.run([_ssh_binary(), *_ssh_options(c), "-o", "ControlMaster=no", "-T",
-                                   "-p", str(c.port), "-l", c.user, "--", c.address, cmd],
-                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise HostError(c.host, f"running {argv[0]}", f"no result within {timeout:.0f} s",
-                            "Check the host's load and SSH connection and retry") from exc
-        stdout, stderr = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
-        if proc.returncode != 255:
-            break
-        forget(c)  # ssh itself failed: the connection, not the command
-        if attempt == 2 or "control socket" not in stderr.lower() and "mux" not in stderr.lower():
-            raise _classify(c, stderr)  # a master that went away between the check and the use: once more
-    if check and proc.returncode != 0:
-        raise HostError(c.host, f"running {cmd}", f"exit {proc.returncode}: {stderr.strip()[:500]}")
-    return proc.returncode, stdout, stderr
+atexit.register(close_all)
