@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import stat
 import subprocess
 import threading
 import time
@@ -134,7 +135,8 @@ def quiesce() -> None:
     from providers.remote import session  # noqa: PLC0415 - only the benchmarks need this
     runtime = session.runtime_dir()
     for name in os.listdir(runtime):
-        if name.startswith("cm-") and not name.endswith(".lock"):
-            subprocess.run(["ssh", "-o", f"ControlPath={os.path.join(runtime, name)}", "-O", "exit", "lab"],
+        path = os.path.join(runtime, name)
+        if name.startswith("cm-") and stat.S_ISSOCK(os.lstat(path).st_mode):  # not the .lock and .json files
+            subprocess.run(["ssh", "-o", f"ControlPath={path}", "-O", "exit", "lab"],
                            capture_output=True, check=False, timeout=10)
 

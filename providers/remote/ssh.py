@@ -72,7 +72,7 @@ def _private_dir(path: str) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
 
 
-def _runtime() -> str:
+def runtime_dir() -> str:
     """The user's virtfleet runtime directory: VIRTFLEET_RUNTIME_DIR, else $XDG_RUNTIME_DIR/virtfleet, else
     /tmp/virtfleet-UID.  One that is not a private directory of ours is never used: then this process
     gets a directory of its own (its masters are not shared)."""
@@ -89,10 +89,6 @@ def _runtime() -> str:
             else:
                 _runtime_dir[:] = [tempfile.mkdtemp(prefix="virtfleet-private-"), "private"]
         return _runtime_dir[0]
-
-
-def runtime_dir() -> str:
-    return _runtime()
 
 
 def host_lock(c: Connection, what: str = "ssh") -> threading.Lock:
@@ -148,7 +144,7 @@ def tag(c: Connection) -> str:
 def _known_hosts(c: Connection) -> list[str]:
     if not c.host_key:
         return []
-    known = os.path.join(_runtime(), f"known_hosts-{tag(c)}")
+    known = os.path.join(runtime_dir(), f"known_hosts-{tag(c)}")
     if not os.path.exists(known):  # named by everything that authenticates: written once per process
         _check_host_key(c)
         tmp = f"{known}.{os.getpid()}.{threading.get_ident()}"
@@ -159,7 +155,7 @@ def _known_hosts(c: Connection) -> list[str]:
 
 
 def control_path(c: Connection) -> str:
-    return os.path.join(_runtime(), f"cm-{tag(c)}")
+    return os.path.join(runtime_dir(), f"cm-{tag(c)}")
 
 
 def ssh_options(c: Connection) -> list[str]:
@@ -189,7 +185,7 @@ def _classify(c: Connection, stderr: str) -> HostError:
 def _start_master(c: Connection, ctl: str) -> None:
     """Open the host's one SSH connection: authenticate, then background it with its control socket."""
     check_private_key()
-    d = _runtime()
+    d = runtime_dir()
     key_args: list[str] = []
     secret = ""
     if _private_key:
@@ -293,7 +289,7 @@ def quietly(fn: Callable[[Connection], object], c: Connection) -> None:
 
 def live_records() -> Iterator[Connection]:
     """The connections whose masters are up, as their records say (for `session.warm_libvirt`)."""
-    d = _runtime()
+    d = runtime_dir()
     for name in os.listdir(d):
         ctl = os.path.join(d, name.removesuffix(".json"))
         if name.startswith("cm-") and name.endswith(".json") and alive(ctl):
@@ -323,7 +319,7 @@ def stop_masters() -> None:
 def _control(ctl: str, command: str) -> None:
     """`exit`: close the master on this control socket now; `stop`: once its sessions are done (the host
     name is not used with a ControlPath)."""
-    subprocess.run([shutil.which("ssh") or "ssh", "-o", f"ControlPath={ctl}", "-O", command, "virtfleet-host"],
+    subprocess.run([ssh_binary(), "-o", f"ControlPath={ctl}", "-O", command, "virtfleet-host"],
                    stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False)
 
 
