@@ -1,7 +1,7 @@
 """BaseImage: one local image on one host, as a read-only volume named by its content digest.
 
 create: nothing is sent when the host already has the digest.  Otherwise the file is uploaded with
-libvirt's sparse stream into a temporary volume, its size and CRC are verified ON THE HOST, and only
+libvirt's sparse stream into a temporary volume, its content digest is verified ON THE HOST, and only
 then is it renamed to its published name: a broken upload is never used.  Replace-only.
 delete: refused while any volume still uses it as a backing file (the volume is kept and reported).
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import libvirt
@@ -27,7 +26,6 @@ from .spec import BaseImageSpec
 from .trace import trace
 
 UPLOAD_PREFIX = "vfupload-"
-_crc_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="virtfleet-crc")
 
 
 def _refresh(p: libvirt.virStoragePool) -> None:
@@ -115,20 +113,22 @@ def _fill(spec: BaseImageSpec, p: libvirt.virStoragePool, tmp_name: str) -> tupl
     return vol, storage.upload(conn, vol, spec.source, progress, sparse=not logical), "full"
 
 
-def _publish(spec: BaseImageSpec, vol: libvirt.virStorageVol, crc: Future[str]) -> str:
+def _publish(spec: BaseImageSpec, vol: libvirt.virStorageVol) -> str:
     """Verify the temporary volume ON THE HOST, then give it its published name (one command).
 
-    The whole volume is checked against the local file's POSIX cksum (CRC-32, computed here while the
-    bytes travel): it proves the write path of a full upload, and for a delta also the old base's bytes
-    it was cloned from.  CRC-32 costs a fifth of sha256 on the host; without `cksum` here, sha256.
+    The host computes the volume's content digest itself (reading only the data it stores) and it must
+    be the one the volume is published under: that proves the write path of a full upload and, for a
+    delta, the old base's bytes it was cloned from.  A host without python3 checks the POSIX cksum of
+    the whole volume instead (computed here then), or sha256 without `cksum` here.
     """
     c = spec.conn
     tmp_path = vol.path()
     final = os.path.join(os.path.dirname(tmp_path), spec.volume_name)
-    want = crc.result()
-    algo, want = ("crc", want) if want else ("sha256", localimage.sha256_file(spec.source))
-    trace(f"begin verify {c.host} {algo}")
-    storage.verify_and_publish(c, tmp_path, final, spec.size, algo, want)
+    trace(f"begin verify {c.host}")
+    if not storage.verify_and_publish(c, tmp_path, final, spec.size, "digest", spec.digest):
+        crc = localimage.posix_cksum(spec.source)
+        algo, want = ("crc", crc) if crc else ("sha256", localimage.sha256_file(spec.source))
+        storage.verify_and_publish(c, tmp_path, final, spec.size, algo, want)
     trace(f"end verify {c.host}")
     return final
 
@@ -144,10 +144,9 @@ def _upload(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[int, str]:
     t0 = time.monotonic()
     try:
         trace(f"begin fill {c.host}")
-        crc = _crc_pool.submit(localimage.posix_cksum, spec.source)  # while the bytes travel
         vol, sent, how = _fill(spec, p, tmp_name)
         trace(f"end fill {c.host}")
-        final = _publish(spec, vol, crc)
+        final = _publish(spec, vol)
     except BaseException:
         _discard(spec, tmp_name)
         raise

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from . import delta
 from .errors import ConfigError
-from .sparse import extents
+from .clustermap import extents
 from .trace import trace
 
 QCOW2_MAGIC = b"QFI\xfb"

@@ -7,12 +7,13 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import libvirt
 
-from .. import xmlgen
+from .. import clustermap, xmlgen
+from ..clustermap import extents
 from ..errors import HostError
-from ..sparse import extents
 from ..spec import Connection, PoolSpec
 from . import is_not_found, or_none, session
 
@@ -191,36 +192,48 @@ def upload_ranges(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: st
 
 
 _VERIFY_AND_PUBLISH = r"""
-algo=$1 want=$2 size=$3 src=$4 dst=$5
-if [ "$algo" = crc ]; then h=cksum
-elif command -v openssl >/dev/null 2>&1; then h="openssl dgst -sha256 -r"
-else h=sha256sum; fi
-if [ -f "$src" ]; then
-  have=$(stat -c %s -- "$src") || exit 4
-  [ "$have" = "$size" ] || { echo "size $have"; exit 3; }
-  got=$($h < "$src") || exit 4
+algo=$1 want=$2 size=$3 src=$4 dst=$5 prog=$7
+if [ "$algo" = digest ]; then
+  command -v python3 >/dev/null 2>&1 || exit 5
+  got=$(python3 -c "$prog" "$src" "$size") || { [ $? = 3 ] && { echo "$got"; exit 3; }; exit 5; }
 else
-  got=$(head -c "$size" -- "$src" | $h) || exit 4
+  if [ "$algo" = crc ]; then h=cksum
+  elif command -v openssl >/dev/null 2>&1; then h="openssl dgst -sha256 -r"
+  else h=sha256sum; fi
+  if [ -f "$src" ]; then
+    have=$(stat -c %s -- "$src") || exit 4
+    [ "$have" = "$size" ] || { echo "size $have"; exit 3; }
+    got=$($h < "$src") || exit 4
+  else
+    got=$(head -c "$size" -- "$src" | $h) || exit 4
+  fi
+  got=${got%% *}
 fi
-got=${got%% *}
 [ "$got" = "$want" ] || { echo "$algo $got"; exit 3; }
 if [ -f "$src" ]; then chmod 0444 -- "$src" && mv -T -- "$src" "$dst"
 else lvrename "$6" "${src##*/}" "${dst##*/}" && lvchange --permission r "$dst"; fi
 """
+_CLUSTERMAP_SOURCE = Path(clustermap.__file__).read_text()
 
 
-def verify_and_publish(c: Connection, src: str, dst: str, size: int, algo: str, want: str) -> None:
+def verify_and_publish(c: Connection, src: str, dst: str, size: int, algo: str, want: str) -> bool:
     """On the host, in one command: check the first `size` bytes of `src` (a file or an LV) against
     `want`, then make it read-only and give it its published name `dst`.  A mismatch raises HostError.
 
-    algo "crc": POSIX cksum (CRC-32, ~5x cheaper than sha256 on the host); "sha256": openssl or sha256sum.
+    algo "digest": the content digest, computed on the host by `clustermap`'s own source under the
+    host's python3, reading only the data the host stores; False (nothing changed) when the host has no
+    usable python3, so the caller can fall back to "crc": POSIX cksum of every byte (CRC-32), or
+    "sha256": openssl or sha256sum.
     """
     vg = os.path.basename(os.path.dirname(src)) if src.startswith("/dev/") else ""
-    rc, out, err = session.run(c, ["sh", "-c", _VERIFY_AND_PUBLISH, "sh", algo, want, str(size), src, dst, vg],
-                               timeout=1800, check=False)
+    rc, out, err = session.run(c, ["sh", "-c", _VERIFY_AND_PUBLISH, "sh", algo, want, str(size), src, dst, vg,
+                                   _CLUSTERMAP_SOURCE if algo == "digest" else ""], timeout=1800, check=False)
+    if rc == 5:
+        return False
     if rc == 3:
         raise HostError(c.host, f"verifying the upload {os.path.basename(src)}",
                         f"{out.strip()} on the host, expected {algo} {want[:16]} (size {size})",
                         "The upload was discarded; run `pulumi up` again")
     if rc != 0:
         raise HostError(c.host, f"publishing {os.path.basename(dst)}", f"exit {rc}: {err.strip()[:300]}")
+    return True

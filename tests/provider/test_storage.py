@@ -15,7 +15,7 @@ from providers import localimage
 from providers.base_image import BaseImageProvider
 from providers.errors import HostError, UnsafeChangeError
 from providers.host import HostProvider
-from providers.remote import session
+from providers.remote import session, storage
 from providers.spec import Connection
 from providers.volume import VolumeProvider
 from tests import lab
@@ -221,14 +221,39 @@ def test_everything_rides_one_ssh_connection_per_host(hosts, unique) -> None:
     assert [p for p in owners if p in ours] == master, ss
 
 
-def test_a_failed_verification_is_never_published(hosts, tmp_path, monkeypatch) -> None:
-    """The on-host check compares the written volume with the local file; a mismatch discards the upload."""
+def test_a_failed_verification_is_never_published(hosts, tmp_path) -> None:
+    """The host computes the written volume's digest itself; one that is not the published name's is
+    refused and the upload discarded."""
     src = tmp_path / "img.raw"
     _sparse_image(str(src), 32 << 20, seed=b"verify")
-    props = image_props("h2", str(src), name="verify")
-    monkeypatch.setattr(localimage, "posix_cksum", lambda _path: "1234567")  # not what the host computes
+    props = dict(image_props("h2", str(src), name="verify"), digest="f" * 64)  # not what the host computes
     with pytest.raises(HostError) as err:
         BaseImageProvider().create(props)
-    assert "verifying the upload" in str(err.value) and "crc" in str(err.value) and "pulumi up" in str(err.value)
+    real = image_props("h2", str(src), name="verify")["digest"]
+    assert "verifying the upload" in str(err.value) and f"digest {real}" in str(err.value), err.value
+    assert "pulumi up" in str(err.value)
     left = lab.volumes("h2")
-    assert f"vfbase-{props['digest']}.raw" not in left and not [v for v in left if v.startswith("vfupload-")]
+    assert f"vfbase-{'f' * 64}.raw" not in left and not [v for v in left if v.startswith("vfupload-")]
+
+
+def test_a_host_without_python_checks_the_crc_of_every_byte(hosts, tmp_path, monkeypatch) -> None:
+    """No usable python3 on the host: the whole volume's POSIX cksum is checked instead, and a
+    mismatch there is refused the same way."""
+    src = tmp_path / "img.raw"
+    _sparse_image(str(src), 32 << 20, seed=b"nopython")
+    props = image_props("h2", str(src), name="nopython")
+    monkeypatch.setattr(storage, "_CLUSTERMAP_SOURCE", "import sys; sys.exit(1)")
+    monkeypatch.setattr(localimage, "posix_cksum", lambda _path: "1234567")
+    with pytest.raises(HostError) as err:
+        BaseImageProvider().create(props)
+    assert "verifying the upload" in str(err.value) and "crc" in str(err.value), err.value
+    monkeypatch.setattr(localimage, "posix_cksum", _real_cksum)
+    made = BaseImageProvider().create(props)
+    try:
+        assert made.outs["reused"] is False and made.outs["volumeName"] == f"vfbase-{props['digest']}.raw"
+        assert not [v for v in lab.volumes("h2") if v.startswith("vfupload-")]
+    finally:
+        BaseImageProvider().delete(made.id, made.outs)
+
+
+_real_cksum = localimage.posix_cksum

@@ -87,3 +87,27 @@ def test_digest_is_the_content_not_the_allocation_and_sees_one_byte(tmp_path) ->
     assert d == delta.digest(delta.compute(str(dense)))
     _write(dense, 2 << 20, {(1 << 20) + 5: b"\x01"})
     assert delta.digest(delta.compute(str(dense))) != d
+
+
+def test_the_host_side_check_is_the_same_source_run_alone(tmp_path) -> None:
+    """What a host runs (`python3 -c SOURCE PATH SIZE`, nothing of virtfleet importable) prints the
+    same digest, and refuses a file of another size."""
+    import subprocess
+    import sys
+
+    from providers import clustermap
+    from providers.remote import storage
+
+    img = tmp_path / "img"
+    _write(img, (3 << 20) + 4097, {5: os.urandom(70000), 2 << 20: b"\1" * 3})
+    size = os.path.getsize(img)
+
+    def host(path, n):
+        return subprocess.run([sys.executable, "-I", "-c", storage._CLUSTERMAP_SOURCE, str(path), str(n)],
+                              capture_output=True, text=True, cwd=tmp_path)
+
+    ran = host(img, size)
+    assert (ran.returncode, ran.stdout.strip()) == (0, delta.digest(delta.compute(str(img))))
+    wrong = host(img, size - 1)
+    assert (wrong.returncode, wrong.stdout.strip()) == (3, f"size {size}")
+    assert clustermap.main(["-c", str(img), str(size)]) == 0
