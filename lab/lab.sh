@@ -30,7 +30,10 @@ common_up() {
 
 write_configs() {  # $1 = host number
   local n=$1 d=$BASE/h$1 ip; ip=$(ip_of "$1")
-  mkdir -p "$d"/{lib,etc,cache,log,vf}
+  mkdir -p "$d"/{lib,etc,cache,log,vf,root}
+  # root's home as on a fresh hypervisor (Debian's default dotfiles), not this machine's: an SSH
+  # session's shell sources ~/.bashrc, and a developer's (pyenv init here) costs every session ~0.1 s
+  cp /usr/share/base-files/dot.bashrc "$d/root/.bashrc"; cp /usr/share/base-files/dot.profile "$d/root/.profile"
   cat > "$d/etc/qemu.conf" <<'EOF'
 user = "+0"
 group = "+0"
@@ -74,6 +77,7 @@ start_daemons() {  # $1 = host number: daemons inside the host's namespaces
     mount --bind $d/cache /var/cache/libvirt
     mount --bind $d/log   /var/log/libvirt
     mount --bind $d/vf    /var/lib/virtfleet
+    mount --bind $d/root  /root
     printf '127.0.0.1 localhost\\n127.0.1.1 $h\\n' > $d/hosts
     mount --bind $d/hosts /etc/hosts
     hostname $h

@@ -18,8 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import delta
-from .errors import ConfigError
 from .clustermap import extents
+from .errors import ConfigError
 from .trace import trace
 
 QCOW2_MAGIC = b"QFI\xfb"
@@ -72,6 +72,8 @@ def sha256_file(path: str) -> str:
 
 
 _workers: list[ThreadPoolExecutor] = []
+_started: dict[tuple[str, str], Future[str]] = {}
+_started_lock = threading.Lock()
 
 
 def _stamp(path: str) -> str:
@@ -91,16 +93,23 @@ def _cached(path: str, stamp: str) -> str | None:
 
 def digest_of(path: str) -> Future[str]:
     """The file's content digest: done at once from the cache, else computed in the background (with its
-    cluster map, which is stored for later deltas)."""
+    cluster map, which is stored for later deltas).  Asking again for the same file (same size, mtime
+    and inode) in this process gives the same future: it is hashed once."""
     stamp = _stamp(path)
-    done: Future[str] = Future()
-    hit = _cached(path, stamp)
-    if hit is not None:
-        done.set_result(hit)
+    key = (os.path.abspath(path), stamp)
+    with _started_lock:
+        if key in _started:
+            return _started[key]
+        hit = _cached(path, stamp)
+        if hit is not None:
+            done: Future[str] = Future()
+            done.set_result(hit)
+        else:
+            if not _workers:
+                _workers.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="virtfleet-digest"))
+            done = _workers[0].submit(_cached_digest, path, stamp)
+        _started[key] = done
         return done
-    if not _workers:
-        _workers.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="virtfleet-digest"))
-    return _workers[0].submit(_cached_digest, path, stamp)
 
 
 def _cached_digest(path: str, stamp: str) -> str:

@@ -130,8 +130,10 @@ def domain(spec: GuestSpec, uuid: str = "") -> str:
     metadata(root, spec.owner)
     _sub(root, "memory", str(spec.memory // 1024), unit="KiB")
     _sub(root, "vcpu", str(spec.vcpus))
-    if spec.cpu_priority != "normal":  # the vCPU threads only; QEMU's own threads keep normal priority
-        _sub(_sub(root, "cputune"), "vcpusched", vcpus=f"0-{spec.vcpus - 1}", scheduler=spec.cpu_priority)
+    if spec.cpu_priority != "normal":  # the whole guest: its vCPU threads and QEMU's own (device emulation)
+        tune = _sub(root, "cputune")
+        _sub(tune, "vcpusched", vcpus=f"0-{spec.vcpus - 1}", scheduler=spec.cpu_priority)
+        _sub(tune, "emulatorsched", scheduler=spec.cpu_priority)
     os_(root, spec)
     _sub(_sub(root, "features"), "acpi")
     _sub(root, "on_poweroff", "destroy")

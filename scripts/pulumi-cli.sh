@@ -9,18 +9,18 @@ PULUMI_VERSION=${PULUMI_VERSION:-v3.274.1}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DEST=${PULUMI_TOOLS_DIR:-$ROOT/tools/pulumi}
 STAMP=$DEST/.version
-LANGHOST_SRC=$ROOT/scripts/langhost/main.go
+LANGHOST_SRC=$ROOT/scripts/langhost
 
 have_pinned() {  # $1 = directory holding a pulumi binary
   [ -x "$1/pulumi" ] && [ -x "$1/pulumi-language-python" ] && [ -x "$1/pulumi-resource-pulumi-python" ] &&
     [ "$("$1/pulumi" version 2>/dev/null)" = "$PULUMI_VERSION" ]
 }
 
-langhost_stamp() { sha256sum "$LANGHOST_SRC" | cut -d' ' -f1; }
+langhost_stamp() { cat "$LANGHOST_SRC"/*.go | sha256sum | cut -d' ' -f1; }
 
 build_langhost() {  # $1 = a Go module directory pinning the CLI's dependencies, $2 = output directory
   mkdir -p "$1/langhost"
-  cp "$LANGHOST_SRC" "$1/langhost/main.go"
+  cp "$LANGHOST_SRC"/*.go "$1/langhost/"
   (cd "$1" && go build -trimpath -tags grpcnotrace -ldflags "-s -w" -o "$2/virtfleet-langhost" ./langhost) >&2
   langhost_stamp > "$2/.langhost"
 }
@@ -32,13 +32,16 @@ install_langhost() {  # $1 = tools directory
 #!/bin/sh
 VIRTFLEET_LANGHOST_DIR="$1" VIRTFLEET_PULUMI_VERSION="${PULUMI_VERSION#v}" \\
   VIRTFLEET_PROGRAM_EXEC="$ROOT/scripts/pulumi_program_exec.py" \\
+  VIRTFLEET_PROVIDER_HOST="$ROOT/scripts/pulumi_dynamic_host.py" \\
   VIRTFLEET_PYTHON="\${VIRTFLEET_PYTHON:-$ROOT/.venv/bin/python}" exec "$1/virtfleet-langhost" "\$@"
 SH
   chmod 0755 "$1/pulumi-language-python"
-  # the dynamic-provider host: the SDK's, with more than 4 worker threads (scripts/pulumi_dynamic_host.py)
+  # the dynamic-provider plugin: hands over to the provider process the program started, else starts
+  # scripts/pulumi_dynamic_host.py (the SDK's, with more than 4 worker threads); see langhost/handoff.go
   cat > "$1/pulumi-resource-pulumi-python" <<SH
 #!/bin/sh
-exec "\${VIRTFLEET_PYTHON:-$ROOT/.venv/bin/python}" -u "$ROOT/scripts/pulumi_dynamic_host.py" "\$@"
+VIRTFLEET_PROVIDER_HOST="$ROOT/scripts/pulumi_dynamic_host.py" \\
+  VIRTFLEET_PYTHON="\${VIRTFLEET_PYTHON:-$ROOT/.venv/bin/python}" exec "$1/virtfleet-langhost" provider "\$@"
 SH
   chmod 0755 "$1/pulumi-resource-pulumi-python"
 }

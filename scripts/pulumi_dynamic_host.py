@@ -10,7 +10,10 @@ The engine stops a plugin with SIGINT when the update is over.  With no provider
 closes its hosts' connections and leaves at once: a normal interpreter exit (gRPC teardown) took 2-3 s
 on the lab while guests booted, and the engine waits for it.  With a call still running (a cancelled
 update) it takes the normal path, which lets the call finish first.
-Installed by scripts/pulumi-cli.sh as pulumi-resource-pulumi-python next to the CLI.
+Started by the plugin `pulumi-resource-pulumi-python` (scripts/langhost/handoff.go), or, for a fast
+start, by the program as soon as it starts (`--zygote CLI_PID [--connect]`, scripts/provider_handoff.py):
+it then connects and imports while the program runs, and takes over the plugin's process state when the
+engine launches it.
 """
 
 from __future__ import annotations
@@ -18,12 +21,17 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
-from collections.abc import Callable
-from concurrent import futures
-from typing import Any
 
-import grpc
+if sys.argv[1:2] == ["--zygote"]:  # started early by the program: wait to be the provider (fast start)
+    import provider_handoff
+    provider_handoff.become_provider(int(sys.argv[2]), connect="--connect" in sys.argv[3:])
+
+import threading  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from concurrent import futures  # noqa: E402
+from typing import Any  # noqa: E402
+
+import grpc  # noqa: E402
 
 WORKERS = int(os.environ.get("VIRTFLEET_PROVIDER_WORKERS", "16"))
 _server = grpc.server

@@ -12,32 +12,55 @@ from __future__ import annotations
 import json
 import os
 import runpy
+import subprocess
 import sys
 
 
-def _prewarm(argv: list[str]) -> None:
-    """For `pulumi up` of a virtfleet project: open the hosts' SSH connections now, in the background,
-    while the SDK and the program import and Pulumi starts the provider process, which then finds them
-    (providers/remote/session.py).  Nothing on a host changes; failures are left to the provider."""
-    if "--dry_run" not in argv or argv[argv.index("--dry_run") + 1:][:1] != ["false"]:
+def _start_provider(argv: list[str]) -> None:
+    """Start the dynamic-provider process now, so it imports (and for `pulumi up` opens the hosts'
+    connections) while the program runs: it waits for the engine's launch of the provider plugin and
+    becomes that provider (scripts/provider_handoff.py).  Keyed by the CLI's pid, the program's
+    grandparent (the CLI starts the language host, which starts this)."""
+    host = os.environ.get("VIRTFLEET_PROVIDER_HOST")
+    if not host:
         return
-    sys.path.insert(0, os.getcwd())  # the project's own packages, as the program will see them
     try:
-        from components.config import host_connections
-        from providers.remote import session
+        with open(f"/proc/{os.getppid()}/stat") as f:
+            cli = int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return
+    up = "--dry_run" in argv and argv[argv.index("--dry_run") + 1:][:1] == ["false"]
+    subprocess.Popen([sys.executable, "-u", host, "--zygote", str(cli), *(["--connect"] if up else [])],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
+
+
+def _prehash() -> None:
+    """Start hashing the stack's images (those without a build command) now, in the background, while
+    the SDK and the program import: the program's own request for a digest then finds it under way
+    (providers/localimage.py)."""
+    sys.path.insert(0, os.getcwd())
+    try:
+        from providers import localimage
     except ImportError:
         return  # not a virtfleet project
-    config = json.loads(os.environ.get("PULUMI_CONFIG") or "{}")
+    finally:
+        sys.path.pop(0)
     try:
-        hosts = json.loads(config.get("virtfleet:hosts") or "{}")
+        images = json.loads(json.loads(os.environ.get("PULUMI_CONFIG") or "{}").get("virtfleet:images") or "{}")
     except ValueError:
         return  # the program reports it
-    session.set_private_key(config.get("virtfleet:sshPrivateKey"))
-    session.prewarm(host_connections(hosts))
+    for conf in images.values() if isinstance(images, dict) else ():
+        if isinstance(conf, dict) and isinstance(conf.get("path"), str) and not conf.get("build"):
+            try:
+                localimage.digest_of(os.path.join(".", os.path.expanduser(conf["path"])))
+            except OSError:
+                pass  # the program reports a missing file with its config key
 
 
 def main() -> None:
-    _prewarm(sys.argv)
+    _start_provider(sys.argv)
+    _prehash()
     script = sys.argv[1]
     sys.argv = sys.argv[1:]
     code = 0

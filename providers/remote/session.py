@@ -28,7 +28,6 @@ from .ssh import (
     control_path,
     host_lock,
     live_records,
-    prewarm,
     quietly,
     run,
     runtime_dir,
@@ -40,7 +39,7 @@ from .ssh import (
 )
 from .ssh import forget_master as _forget_master
 
-__all__ = ["close_all", "connect", "control_path", "forget", "libvirt_uri", "prewarm", "run", "runtime_dir",
+__all__ = ["close_all", "connect", "control_path", "forget", "libvirt_uri", "run", "runtime_dir",
            "set_private_key", "virt", "warm_libvirt"]
 
 libvirt.registerErrorHandler(lambda *_: None, None)  # lookups that miss must not print to stderr

@@ -5,8 +5,8 @@ remote command as multiplexed sessions, so a run pays one SSH handshake per host
 pure-Python transport moves ~250 MiB/s for all hosts together on these machines, OpenSSH 400+ MiB/s, so
 bulk image data rides OpenSSH; paramiko parses and checks the key material before anything connects.)
 
-The masters live in a per-user runtime directory (0700, checked): the program opens them while Pulumi
-starts the provider process (`prewarm`), the provider uses them, and at its exit asks them to stop
+The masters live in a per-user runtime directory (0700, checked): the provider process opens them early
+(scripts/provider_handoff.py), other processes of the run find them, and at its exit it asks them to stop
 (`ssh -O stop`: a master still carrying another process's sessions finishes those first).  A master
 nobody uses exits after PERSIST anyway.  A file lock makes one master per host even across processes.
 
@@ -263,13 +263,6 @@ def connect(c: Connection) -> str:
                     _start_master(c, ctl)
         _masters[k] = ctl
         return ctl
-
-
-def prewarm(conns: list[Connection]) -> None:
-    """Open the hosts' masters in the background (the program does this while Pulumi starts the provider
-    process, which then finds them).  Failures are left to the provider's own calls to report."""
-    for c in conns:
-        threading.Thread(target=quietly, args=(connect, c), name=f"virtfleet-prewarm-{c.host}", daemon=True).start()
 
 
 def _recorded(path: str) -> Connection | None:

@@ -178,6 +178,10 @@ func (h *host) Cancel(context.Context, *emptypb.Empty) (*emptypb.Empty, error) {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "provider" { // as pulumi-resource-pulumi-python: see handoff.go
+		runProvider(os.Args[2:])
+		return
+	}
 	engine := ""
 	for _, a := range os.Args[1:] {
 		if !strings.HasPrefix(a, "-") && strings.Contains(a, ":") {

@@ -1,0 +1,174 @@
+"""The waiting side of the provider's fast start (see scripts/langhost/handoff.go for the plugin side).
+
+`pulumi_dynamic_host.py --zygote CLI_PID [--connect]` is started by scripts/pulumi_program_exec.py when
+a program starts.  It claims the abstract unix socket named after the user and the CLI's pid; for
+`pulumi up` (--connect) it opens the stack's hosts' SSH and libvirt connections in the background (from
+the program's config, which it inherits; nothing on a host changes); it imports what the provider
+needs, then waits for the engine's launch of the provider plugin.  The plugin (same user, checked with
+SO_PEERCRED, and a child of the same CLI) sends its arguments, environment, working directory and
+stdin/stdout/stderr; this process takes them over and returns, and pulumi_dynamic_host.py goes on as
+the provider.  Bytes from the plugin afterwards are the engine's signals to it ('I' SIGINT, 'T'
+SIGTERM); the plugin going away ends this process.  Anything unexpected before the hand-over (the name
+taken, no launch before the CLI exits) ends it quietly: the plugin then starts a provider the usual way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+
+MAX_MESSAGE = 1 << 20
+
+
+def name(cli_pid: int) -> bytes:
+    return f"\0virtfleet-provider-{os.getuid()}-{cli_pid}".encode()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _connect() -> None:
+    """The stack's hosts' connections (SSH master, then libvirt), each in a thread; failures are left
+    to the provider's own calls, which report them."""
+    try:
+        from components.config import host_connections
+        from providers.remote import session
+        config = json.loads(os.environ.get("PULUMI_CONFIG") or "{}")
+        hosts = json.loads(config.get("virtfleet:hosts") or "{}")
+        session.set_private_key(config.get("virtfleet:sshPrivateKey"))
+        conns = host_connections(hosts)
+    except Exception:  # noqa: BLE001 - not a virtfleet project, or a config the program will report
+        return
+    for c in conns:
+        threading.Thread(target=session.quietly, args=(session.virt, c), name=f"virtfleet-warm-{c.host}",
+                         daemon=True).start()
+
+
+def _preload() -> None:
+    """What the provider imports (an optimisation: a failure here shows up, with its message, when the
+    provider itself imports)."""
+    with contextlib.suppress(Exception):
+        import dill  # noqa: F401
+        import grpc  # noqa: F401
+        import pulumi.dynamic  # noqa: F401
+        import pulumi.runtime  # noqa: F401
+        from pulumi.runtime.proto import provider_pb2_grpc  # noqa: F401
+    with contextlib.suppress(Exception):
+        import providers.base_image  # noqa: F401
+        import providers.guest  # noqa: F401
+        import providers.host  # noqa: F401
+        import providers.volume  # noqa: F401
+
+
+def _give_up(code: int) -> None:
+    """Nothing to take over: close what was opened (connections, and the SSH masters) and leave."""
+    session = sys.modules.get("providers.remote.session")
+    if session is not None:
+        with contextlib.suppress(Exception):
+            session.close_all()
+    os._exit(code)
+
+
+def _accept(listener: socket.socket, cli_pid: int) -> socket.socket | None:
+    """The plugin's connection: same user, started by the same CLI.  None once the CLI is gone."""
+    listener.settimeout(1.0)
+    while _alive(cli_pid):
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        try:
+            ours = uid == os.getuid() and _parent_of(pid) == cli_pid
+        except (OSError, ValueError, IndexError):
+            ours = False
+        if ours:
+            return conn
+        conn.close()
+    return None
+
+
+def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    conn.settimeout(10.0)
+    data, fds, _flags, _addr = socket.recv_fds(conn, MAX_MESSAGE, 3)
+    (size,) = struct.unpack(">I", data[:4])
+    body = data[4:]
+    while len(body) < size:
+        more = conn.recv(size - len(body))
+        if not more:
+            raise ConnectionError("the plugin went away during the hand-over")
+        body += more
+    return json.loads(body), fds
+
+
+def _relay_signals(conn: socket.socket) -> None:
+    """The engine's signals to the plugin, as bytes; the plugin gone (EOF) ends this process."""
+    conn.settimeout(None)
+    while True:
+        try:
+            b = conn.recv(1)
+        except OSError:
+            b = b""
+        if not b:
+            os._exit(1)
+        os.kill(os.getpid(), signal.SIGTERM if b == b"T" else signal.SIGINT)
+
+
+def become_provider(cli_pid: int, connect: bool) -> None:
+    """Wait for the plugin and take over its process state; exits when there is nothing to take over."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(name(cli_pid))
+    except OSError:
+        os._exit(0)  # another run's process holds the name: it serves this launch
+    listener.listen(1)
+    sys.path.insert(0, os.getcwd())  # the program's project: its providers and components packages
+    if connect:
+        _connect()
+    _preload()
+    sys.path.pop(0)
+    conn = _accept(listener, cli_pid)
+    listener.close()
+    if conn is None:
+        _give_up(0)
+    try:
+        request, fds = _receive(conn)
+    except (OSError, ValueError, struct.error):
+        _give_up(1)
+    for target, fd in zip((0, 1, 2), fds, strict=False):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.environ.clear()
+    os.environ.update(dict(item.split("=", 1) for item in request["env"] if "=" in item))
+    os.chdir(request["cwd"])
+    sys.argv = [sys.argv[0], *request["argv"]]
+    _conn.append(conn)  # open while this process lives: its closing tells the plugin to exit
+    hook = sys.excepthook
+
+    def failed(*exc: object) -> None:  # an uncaught error: the plugin exits 1, as this process would
+        hook(*exc)  # type: ignore[arg-type]
+        with contextlib.suppress(OSError):
+            conn.sendall(bytes([1]))
+    sys.excepthook = failed
+    threading.Thread(target=_relay_signals, args=(conn,), name="virtfleet-handoff", daemon=True).start()
+
+
+_conn: list[socket.socket] = []

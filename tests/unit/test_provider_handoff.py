@@ -1,0 +1,106 @@
+"""The provider's fast start: the plugin hands the engine's process state to a provider process started
+early, or starts one itself when there is none.  Real processes: the built plugin (Go) and the
+provider host (Python), with this test process in the CLI's place."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests import lab
+
+pytestmark = pytest.mark.unit
+
+PLUGIN = os.path.join(lab.ROOT, "tools", "pulumi", "pulumi-resource-pulumi-python")
+HOST = os.path.join(lab.ROOT, "scripts", "pulumi_dynamic_host.py")
+
+
+def _port_owner(port: int) -> int:
+    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"pid=(\d+)", out).group(1))  # type: ignore[union-attr]
+
+
+def _wait_listening(name: bytes, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open("/proc/net/unix") as f:
+            if name[1:].decode() in f.read():
+                return
+        time.sleep(0.05)
+    raise AssertionError("the early provider never listened")
+
+
+def _start_plugin() -> tuple[subprocess.Popen[str], int]:
+    plugin = subprocess.Popen([PLUGIN, "127.0.0.1:1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=lab.ROOT)
+    line = plugin.stdout.readline()  # type: ignore[union-attr]
+    assert line.strip().isdigit(), (line, plugin.stderr.read() if plugin.poll() is not None else "")  # type: ignore[union-attr]
+    return plugin, int(line)
+
+
+def test_the_plugin_hands_over_to_the_early_provider_and_relays_its_stop(tmp_path) -> None:
+    sys.path.insert(0, os.path.join(lab.ROOT, "scripts"))
+    try:
+        import provider_handoff
+    finally:
+        sys.path.pop(0)
+    early = subprocess.Popen([sys.executable, "-u", HOST, "--zygote", str(os.getpid())], cwd=lab.ROOT,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_listening(provider_handoff.name(os.getpid()))
+        plugin, port = _start_plugin()
+        assert _port_owner(port) == early.pid, "the early process serves the engine's port"
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # it answers
+        plugin.send_signal(signal.SIGINT)  # how the engine stops a plugin at the end of a run
+        assert plugin.wait(timeout=20) == 0
+        assert early.wait(timeout=20) == 0
+    finally:
+        for p in (early,):
+            if p.poll() is None:
+                p.kill()
+
+
+def test_without_an_early_provider_the_plugin_starts_one_itself() -> None:
+    plugin, port = _start_plugin()  # no early process for this test's pid right now
+    try:
+        owner = _port_owner(port)
+        with open(f"/proc/{owner}/cmdline", "rb") as f:
+            cmd = f.read().split(b"\0")
+        assert owner == plugin.pid and any(a.endswith(b"pulumi_dynamic_host.py") for a in cmd), cmd
+        assert b"--zygote" not in cmd
+        plugin.send_signal(signal.SIGINT)
+        assert plugin.wait(timeout=20) == 0
+    finally:
+        if plugin.poll() is None:
+            plugin.kill()
+
+
+def test_a_name_held_by_another_process_is_not_used() -> None:
+    """Someone else's socket under the name (here: one that is not a provider and never answers) is
+    refused by the checks and the plugin starts its own provider."""
+    sys.path.insert(0, os.path.join(lab.ROOT, "scripts"))
+    try:
+        import provider_handoff
+    finally:
+        sys.path.pop(0)
+    squatter = subprocess.Popen(["/usr/bin/python3", "-c", (
+        "import socket, sys, time\n"
+        "s = socket.socket(socket.AF_UNIX); s.bind(b'\\0' + sys.argv[1].encode()); s.listen(1)\n"
+        "c, _ = s.accept(); time.sleep(30)\n"), provider_handoff.name(os.getpid())[1:].decode()],
+        user=65534 if os.getuid() == 0 else None)
+    try:
+        _wait_listening(provider_handoff.name(os.getpid()))
+        plugin, port = _start_plugin()
+        assert _port_owner(port) == plugin.pid
+        plugin.send_signal(signal.SIGINT)
+        assert plugin.wait(timeout=20) == 0
+    finally:
+        squatter.kill()
