@@ -40,6 +40,17 @@ group = "+0"
 cgroup_controllers = [ ]
 EOF
   echo 'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"' > "$d/etc/libvirtd.conf"
+  # every thread of a guest's QEMU at GUEST_NICE once it started (threads it makes later inherit it)
+  mkdir -p "$d/etc/hooks"
+  cat > "$d/etc/hooks/qemu" <<EOF
+#!/bin/sh
+cat >/dev/null
+[ "\$2" = started ] || exit 0
+pid=\$(cat "/run/libvirt/qemu/\$1.pid" 2>/dev/null) || exit 0
+for t in /proc/\$pid/task/*; do renice -n $GUEST_NICE -p "\${t##*/}" >/dev/null 2>&1; done
+exit 0
+EOF
+  chmod 0755 "$d/etc/hooks/qemu"
   : > "$d/etc/virtlogd.conf"
   [ -d "$BASE/capcache" ] && cp -a "$BASE/capcache/." "$d/cache/" || true
   [ -f "$d/host_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$d/host_key" -C "h$n"
@@ -63,8 +74,9 @@ EOF
 }
 
 # A real fleet's guests run on other machines than the one running `pulumi up`; here they share its 2
-# cores.  libvirtd (and so every QEMU it starts) runs at a lower priority, so booting TCG guests do not
-# starve the client side (pulumi, virsh, ssh) of every benchmark and test alike.
+# cores.  Every QEMU runs at a lower priority (a libvirt hook renices its threads once it started), so
+# booting TCG guests do not starve the client side (pulumi, virsh, ssh) of every benchmark and test
+# alike; libvirtd itself keeps normal priority, as on a real host.
 GUEST_NICE=10
 
 start_daemons() {  # $1 = host number: daemons inside the host's namespaces
@@ -82,7 +94,7 @@ start_daemons() {  # $1 = host number: daemons inside the host's namespaces
     mount --bind $d/hosts /etc/hosts
     hostname $h
     virtlogd -d -p $d/virtlogd.pid
-    nice -n $GUEST_NICE libvirtd -d -p $d/libvirtd.pid
+    libvirtd -d -p $d/libvirtd.pid
     /usr/sbin/sshd -f $d/sshd_config
   "
   wait_libvirtd "$n"
@@ -185,7 +197,7 @@ case "$cmd" in
   start-host) common_up; host_up "$1"; write_json ;;
   restart-libvirtd)
     d=$BASE/h$1; p=$(cat "$d/libvirtd.pid")
-    in_host "$1" sh -c "kill $p; while kill -0 $p 2>/dev/null; do sleep 0.1; done; nice -n $GUEST_NICE libvirtd -d -p $d/libvirtd.pid"
+    in_host "$1" sh -c "kill $p; while kill -0 $p 2>/dev/null; do sleep 0.1; done; libvirtd -d -p $d/libvirtd.pid"
     wait_libvirtd "$1" ;;
   exec) n=$1; shift; in_host "$n" "$@" ;;
   status) ip netns list | grep -E '^h[0-9]' || echo "no lab hosts up" ;;
