@@ -135,9 +135,10 @@ def _busy(interval: float = 2.0) -> float:
     return 1 - (i2 - i1) / max(t2 - t1, 1)
 
 
-def settle(limit: float = 180) -> None:
-    """Wait until the CPUs are mostly idle again (booting TCG guests load both cores), with earlier
-    phases' writes on disk and no SSH master open."""
+def settle(limit: float = 900) -> None:
+    """Wait until the CPUs are mostly idle again (booting TCG guests load both cores; idle-priority
+    ones take longer, using only the time nothing else wants), with earlier phases' writes on disk and
+    no SSH master open.  The no-op previews are a steady-state measure: they wait for this too."""
     lab.quiesce()
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline and _busy() > 0.25:
