@@ -69,6 +69,10 @@ func dialZygote(name string) *net.UnixConn {
 // provider closes the socket.  Returns the provider's exit code: the byte it sends when it exits on its
 // own, 0 when it closes after a relayed signal (its normal stop), else 1.
 func handOff(c *net.UnixConn, args []string) int {
+	// the engine may stop the plugin as soon as the provider answers: catch its signals from now on
+	sigs := make(chan os.Signal, 4)
+	signaled := make(chan struct{}, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	cwd, _ := os.Getwd()
 	body, _ := json.Marshal(map[string]any{"argv": args, "env": os.Environ(), "cwd": cwd})
 	msg := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
@@ -81,9 +85,6 @@ func handOff(c *net.UnixConn, args []string) int {
 		fmt.Fprintf(os.Stderr, "pulumi-resource-pulumi-python: handing over to the waiting provider: %v\n", err)
 		return 1
 	}
-	sigs := make(chan os.Signal, 4)
-	signaled := make(chan struct{}, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		for s := range sigs {
 			b := byte('I')
