@@ -78,9 +78,4 @@ def _on_sigint(signum: int, frame: Any) -> None:
 grpc.server = _server_with_more_workers
 signal.signal(signal.SIGINT, _on_sigint)
 sys.path[0] = os.getcwd()  # as under `python -m pulumi.dynamic`: the program's own modules import by name
-try:  # libvirt connections over the SSH masters the program opened, made while the SDK imports
-    from providers.remote import session as _session
-    _session.warm_libvirt()
-except ImportError:
-    pass  # not a virtfleet project
 import pulumi.dynamic.__main__  # noqa: E402, F401 - serves until the engine stops it

@@ -136,7 +136,7 @@ def quiesce() -> None:
     runtime = session.runtime_dir()
     for name in os.listdir(runtime):
         path = os.path.join(runtime, name)
-        if name.startswith("cm-") and stat.S_ISSOCK(os.lstat(path).st_mode):  # not the .lock and .json files
+        if name.startswith("cm-") and stat.S_ISSOCK(os.lstat(path).st_mode):  # not the .lock files
             subprocess.run(["ssh", "-o", f"ControlPath={path}", "-O", "exit", "lab"],
                            capture_output=True, check=False, timeout=10)
 

@@ -27,7 +27,6 @@ from .ssh import (
     connect,
     control_path,
     host_lock,
-    live_records,
     quietly,
     run,
     runtime_dir,
@@ -39,8 +38,8 @@ from .ssh import (
 )
 from .ssh import forget_master as _forget_master
 
-__all__ = ["close_all", "connect", "control_path", "forget", "libvirt_uri", "run", "runtime_dir",
-           "set_private_key", "virt", "warm_libvirt"]
+__all__ = ["close_all", "connect", "control_path", "forget", "libvirt_uri", "quietly", "run", "runtime_dir",
+           "set_private_key", "virt"]
 
 libvirt.registerErrorHandler(lambda *_: None, None)  # lookups that miss must not print to stderr
 
@@ -87,14 +86,6 @@ def virt(c: Connection) -> libvirt.virConnect:
                 raise HostError(c.host, f"connecting libvirt at {c.uri}", str(exc),
                                 "Check that libvirtd runs on the host and the user may use qemu:///system") from exc
         return conn
-
-
-def warm_libvirt() -> None:
-    """Open libvirt connections, in the background, to the hosts whose SSH master is already up (the
-    program opened them for this run): the provider process does this while Python imports the SDK,
-    so its first call to a host finds the connection made.  Failures are left to that call."""
-    for c in live_records():
-        threading.Thread(target=quietly, args=(virt, c), name=f"virtfleet-warm-{c.host}", daemon=True).start()
 
 
 def forget(c: Connection) -> None:

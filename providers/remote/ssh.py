@@ -24,7 +24,6 @@ import contextlib
 import fcntl
 import hashlib
 import io
-import json
 import os
 import shlex
 import shutil
@@ -213,10 +212,6 @@ def _start_master(c: Connection, ctl: str) -> None:
             os.unlink(secret)  # the master has authenticated; the key is not needed on disk again
     if rc != 0 or not os.path.exists(ctl):
         raise _classify(c, stderr)
-    tmp = f"{ctl}.json.{os.getpid()}.{threading.get_ident()}"  # which host it reaches (no secrets): see warm
-    with open(tmp, "w") as f:
-        json.dump(c.to_props(), f)
-    os.replace(tmp, f"{ctl}.json")
 
 
 def ssh_binary() -> str:
@@ -265,30 +260,10 @@ def connect(c: Connection) -> str:
         return ctl
 
 
-def _recorded(path: str) -> Connection | None:
-    """The connection a master's record names; None for a record that cannot be used."""
-    try:
-        with open(path) as f:
-            return Connection.from_props(json.load(f))
-    except Exception:  # noqa: BLE001 - a stale or foreign record is only skipped
-        return None
-
-
 def quietly(fn: Callable[[Connection], object], c: Connection) -> None:
     with contextlib.suppress(Exception):
         fn(c)
         trace(f"{fn.__name__} warm {c.host}")
-
-
-def live_records() -> Iterator[Connection]:
-    """The connections whose masters are up, as their records say (for `session.warm_libvirt`)."""
-    d = runtime_dir()
-    for name in os.listdir(d):
-        ctl = os.path.join(d, name.removesuffix(".json"))
-        if name.startswith("cm-") and name.endswith(".json") and alive(ctl):
-            c = _recorded(os.path.join(d, name))
-            if c is not None and control_path(c) == ctl:
-                yield c
 
 
 def forget_master(c: Connection) -> None:
