@@ -40,7 +40,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _parent_of(pid: int) -> int:
+def parent_of(pid: int) -> int:
+    """A process's parent pid (Linux /proc)."""
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
@@ -97,7 +98,7 @@ def _accept(listener: socket.socket, cli_pid: int) -> socket.socket | None:
             continue
         pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         try:
-            ours = uid == os.getuid() and _parent_of(pid) == cli_pid
+            ours = uid == os.getuid() and parent_of(pid) == cli_pid
         except (OSError, ValueError, IndexError):
             ours = False
         if ours:

@@ -24,9 +24,9 @@ def _start_provider(argv: list[str]) -> None:
     host = os.environ.get("VIRTFLEET_PROVIDER_HOST")
     if not host:
         return
+    from provider_handoff import parent_of  # beside this file; the process that waits for the plugin
     try:
-        with open(f"/proc/{os.getppid()}/stat") as f:
-            cli = int(f.read().rsplit(")", 1)[1].split()[1])
+        cli = parent_of(os.getppid())
     except (OSError, ValueError, IndexError):
         return
     up = "--dry_run" in argv and argv[argv.index("--dry_run") + 1:][:1] == ["false"]
