@@ -85,7 +85,7 @@ def floor(image: str, tag: str) -> float:
     """The issue's floor: connections already open, then per host in parallel a bare sparse virStream
     upload into a new volume plus one overlay on it.  No hashing, no verification, no Pulumi."""
     from providers import xmlgen
-    from providers.remote import session, storage
+    from providers.remote import session, storage, transfer
     from providers.spec import Connection
     from tests.lab import connection_props
 
@@ -95,7 +95,7 @@ def floor(image: str, tag: str) -> float:
 
     def one(h: str) -> None:
         vol = storage.create(pools[h], xmlgen.volume(f"{tag}-floor.raw", size, "raw"))
-        storage.upload(session.virt(conns[h]), vol, image)
+        transfer.upload(session.virt(conns[h]), vol, image)
         storage.create(pools[h], xmlgen.volume(f"{tag}-floor-ov.qcow2", 1 << 30, "qcow2", vol.path(), "raw"))
 
     t0 = time.monotonic()

@@ -1,8 +1,10 @@
 """BaseImage: one local image on one host, as a read-only volume named by its content digest.
 
-create: nothing is sent when the host already has the digest.  Otherwise the file is uploaded with
-libvirt's sparse stream into a temporary volume, its content digest is verified ON THE HOST, and only
-then is it renamed to its published name: a broken upload is never used.  Replace-only.
+create: nothing is sent when the host already has the digest.  Otherwise the image's data runs go into a
+temporary volume (holes never sent) and the host computes its content digest itself, as the data
+arrives (`transfer.receive`), or after libvirt's sparse stream for LVs and hosts without python3; only
+a volume whose digest is the one it is named by is renamed to its published name: a broken upload is
+never used.  A rebuilt image sends only its changed clusters (`delta`).  Replace-only.
 delete: refused while any volume still uses it as a backing file (the volume is kept and reported).
 """
 
@@ -21,7 +23,7 @@ from . import delta, localimage, xmlgen
 from . import diff as difftab
 from .base import BaseProvider, inputs_of, say
 from .errors import HostError
-from .remote import session, storage
+from .remote import session, storage, transfer
 from .spec import BaseImageSpec
 from .trace import trace
 
@@ -53,7 +55,9 @@ def _discard(spec: BaseImageSpec, tmp_name: str) -> None:
     try:
         if not session.virt(spec.conn).isAlive():
             session.forget(spec.conn)
-        storage.delete(storage.pool(spec.conn, spec.pool), tmp_name)
+        p = storage.pool(spec.conn, spec.pool)
+        _refresh(p)  # the host's end of an upload removes its file itself
+        storage.delete(p, tmp_name)
     except Exception as exc:  # noqa: BLE001 - cleanup must not hide the original error
         session.forget(spec.conn)
         say(f"{spec.conn.host}: could not remove the partial upload {tmp_name} yet ({exc}); it is never used")
@@ -86,8 +90,10 @@ def _delta_source(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[str, 
     return (vol.path(), best[2]) if vol is not None else None
 
 
-def _fill(spec: BaseImageSpec, p: libvirt.virStoragePool, tmp_name: str) -> tuple[libvirt.virStorageVol, int, str]:
-    """Create the temporary volume with the image's bytes.  Returns (volume, bytes sent, how)."""
+def _fill(spec: BaseImageSpec, p: libvirt.virStoragePool,
+          tmp_name: str) -> tuple[libvirt.virStorageVol, int, str, str | None]:
+    """Create the temporary volume with the image's bytes.  Returns (volume, bytes sent, how, and its
+    published path when the host has already checked and published it)."""
     c = spec.conn
     conn = session.virt(c)
     logical = storage.pool_type(p) == "logical"
@@ -99,8 +105,8 @@ def _fill(spec: BaseImageSpec, p: libvirt.virStoragePool, tmp_name: str) -> tupl
         _refresh(p)
         vol = storage.lookup_volume(p, tmp_name)
         if vol is not None:
-            sent = storage.upload_ranges(conn, vol, spec.source, extents)
-            return vol, sent, f"delta over {os.path.basename(old_path)[:23]}..., {len(extents)} extents"
+            sent = transfer.upload_ranges(conn, vol, spec.source, extents)
+            return vol, sent, f"delta over {os.path.basename(old_path)[:23]}..., {len(extents)} extents", None
     # an LV is not zeroed: every byte is sent, holes included; a file volume stays sparse
     vol = storage.create(p, xmlgen.volume(tmp_name, spec.size, "raw", allocation=spec.size if logical else 0))
 
@@ -110,7 +116,12 @@ def _fill(spec: BaseImageSpec, p: libvirt.virStoragePool, tmp_name: str) -> tupl
         rate = done / 2**20 / max(time.monotonic() - t0, 1e-3)
         say(f"{c.host}: uploading {spec.image} {100 * done // max(total, 1)}% of {total / 2**20:.0f} MiB "
             f"({rate:.0f} MiB/s)")
-    return vol, storage.upload(conn, vol, spec.source, progress, sparse=not logical), "full"
+    if not logical:  # the host writes, hashes and publishes as the data arrives
+        final = os.path.join(os.path.dirname(vol.path()), spec.volume_name)
+        received = transfer.receive(c, spec.source, vol.path(), final, spec.digest, progress)
+        if received is not None:
+            return vol, received, "full, checked as received", final
+    return vol, transfer.upload(conn, vol, spec.source, progress, sparse=not logical), "full", None
 
 
 def _publish(spec: BaseImageSpec, vol: libvirt.virStorageVol) -> str:
@@ -125,10 +136,10 @@ def _publish(spec: BaseImageSpec, vol: libvirt.virStorageVol) -> str:
     tmp_path = vol.path()
     final = os.path.join(os.path.dirname(tmp_path), spec.volume_name)
     trace(f"begin verify {c.host}")
-    if not storage.verify_and_publish(c, tmp_path, final, spec.size, "digest", spec.digest):
+    if not transfer.verify_and_publish(c, tmp_path, final, spec.size, "digest", spec.digest):
         crc = localimage.posix_cksum(spec.source)
         algo, want = ("crc", crc) if crc else ("sha256", localimage.sha256_file(spec.source))
-        storage.verify_and_publish(c, tmp_path, final, spec.size, algo, want)
+        transfer.verify_and_publish(c, tmp_path, final, spec.size, algo, want)
     trace(f"end verify {c.host}")
     return final
 
@@ -144,9 +155,9 @@ def _upload(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[int, str]:
     t0 = time.monotonic()
     try:
         trace(f"begin fill {c.host}")
-        vol, sent, how = _fill(spec, p, tmp_name)
+        vol, sent, how, final = _fill(spec, p, tmp_name)
         trace(f"end fill {c.host}")
-        final = _publish(spec, vol)
+        final = final or _publish(spec, vol)
     except BaseException:
         _discard(spec, tmp_name)
         raise

@@ -5,12 +5,16 @@ size.  An image's digest, its content address, is the sha256 of its cluster map.
 it is split across threads over contiguous parts (hashlib releases the GIL), and holes are never read
 (a cluster of zeros always hashes the same), found with SEEK_DATA/SEEK_HOLE.
 
-This file imports nothing of virtfleet: the same source runs on a host (`python3 -c SOURCE PATH SIZE`)
-to check an upload against the digest it is published under, reading only the data the host stores.
+This file imports nothing of virtfleet: the same source runs on a host.  `python3 -c SOURCE PATH SIZE`
+checks a volume against the digest it is published under, reading only the data the host stores;
+`python3 -c SOURCE receive TMP FINAL SIZE DIGEST` is the host's end of a full upload: it writes the data
+runs it reads on stdin into TMP, hashes them as they arrive (`StreamMap`: no second pass over the data),
+and only when the digest is DIGEST makes TMP read-only under the name FINAL.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import stat
@@ -90,8 +94,124 @@ def digest(cluster_map):
     return hashlib.sha256(cluster_map).hexdigest()
 
 
+class StreamMap:
+    """The cluster map of an image that arrives as data runs in increasing offset order; whatever never
+    arrives is a hole (zeros).  Whole clusters are hashed straight from the caller's buffer, the partly
+    covered ones at the edges of runs are gathered first."""
+
+    def __init__(self, size):
+        self.size, self.pos = size, 0
+        n = -(-size // CLUSTER)
+        self.out = bytearray(ZERO * n)
+        if size % CLUSTER:
+            self.out[(n - 1) * DIGEST:] = hashlib.sha256(bytes(size % CLUSTER)).digest()
+        self.part_index, self.part = -1, None
+
+    def _flush(self):
+        if self.part is not None:
+            i = self.part_index
+            self.out[i * DIGEST:(i + 1) * DIGEST] = hashlib.sha256(self.part).digest()
+            self.part_index, self.part = -1, None
+
+    def add(self, offset, data):
+        """Data at `offset`: never before the end of earlier data, never past the image's end."""
+        end = offset + len(data)
+        if offset < self.pos or end > self.size:
+            raise ValueError(f"data run [{offset}, {end}) overlaps earlier data (up to {self.pos}) "
+                             f"or ends past the image (size {self.size})")
+        view, pos = memoryview(data), offset
+        while pos < end:
+            i = pos // CLUSTER
+            lo, hi = i * CLUSTER, min((i + 1) * CLUSTER, self.size)
+            if i != self.part_index:
+                self._flush()
+                if pos == lo and hi <= end:  # a whole cluster
+                    self.out[i * DIGEST:(i + 1) * DIGEST] = hashlib.sha256(view[pos - offset:hi - offset]).digest()
+                    pos = hi
+                    continue
+                self.part_index, self.part = i, bytearray(hi - lo)
+            stop = min(hi, end)
+            self.part[pos - lo:stop - lo] = view[pos - offset:stop - offset]
+            pos = stop
+        self.pos = end
+
+    def finish(self):
+        self._flush()
+        return HEADER.pack(CLUSTER, self.size) + bytes(self.out)
+
+
+FRAME = struct.Struct(">QQ")  # offset, length of the data that follows; length 0 ends the stream
+PIPE_SIZE = 1 << 20  # bigger pipes: far fewer wake-ups of ssh/sshd per MiB
+
+
+def grow_pipe(fd):
+    try:
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+    except OSError:
+        pass  # not a pipe, or a lower limit: only slower
+
+
+def _read_into(stream, view):
+    got = 0
+    while got < len(view):
+        n = stream.readinto(view[got:])
+        if not n:
+            raise EOFError(f"the upload stream ended early ({len(view) - got} bytes of a run missing)")
+        got += n
+
+
+def receive(tmp, final, size, want, stream):
+    """Write the framed data runs of `stream` into the existing file `tmp` (truncated to `size`, so
+    the rest reads as holes), then publish it as `final` (read-only) when its digest is `want`.
+    Returns the digest found; `tmp` is removed on any failure."""
+    fd = os.open(tmp, os.O_WRONLY)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{tmp} is not a regular file")
+    try:
+        os.ftruncate(fd, size)  # (not to 0 first: ext4 would write the file back at close, as a replacement)
+        smap, head = StreamMap(size), bytearray(FRAME.size)
+        buf = memoryview(bytearray(READ))
+        print("ready", flush=True)
+        while True:
+            _read_into(stream, memoryview(head))
+            offset, length = FRAME.unpack(head)
+            if not length:
+                break
+            while length:
+                chunk = buf[:min(length, READ)]
+                _read_into(stream, chunk)
+                smap.add(offset, chunk)
+                while chunk:
+                    n = os.pwrite(fd, chunk, offset)
+                    chunk, offset, length = chunk[n:], offset + n, length - n
+        found = digest(smap.finish())
+        if found != want:
+            raise LookupError(found)
+        os.fchmod(fd, 0o444)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, final)
+    return found
+
+
 def main(argv):
-    """On a host: print the digest of the first SIZE bytes of PATH; exit 3 when a file's size differs."""
+    """On a host: `receive TMP FINAL SIZE DIGEST` (exit 3: another digest, printed) or `PATH SIZE`:
+    print the digest of the first SIZE bytes of PATH (exit 3 when a file's size differs)."""
+    if argv[1:2] == ["receive"]:
+        grow_pipe(0)
+        try:
+            receive(argv[2], argv[3], int(argv[4]), argv[5], sys.stdin.buffer.raw)
+        except LookupError as exc:
+            print(f"digest {exc.args[0]}")
+            return 3
+        except (OSError, ValueError, EOFError) as exc:
+            print(f"receive: {exc}", file=sys.stderr)
+            return 4
+        return 0
     path, size = argv[1], int(argv[2])
     st = os.stat(path)
     if stat.S_ISREG(st.st_mode) and st.st_size != size:

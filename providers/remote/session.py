@@ -27,6 +27,7 @@ from .ssh import (
     connect,
     control_path,
     host_lock,
+    popen,
     quietly,
     run,
     runtime_dir,
@@ -38,7 +39,7 @@ from .ssh import (
 )
 from .ssh import forget_master as _forget_master
 
-__all__ = ["close_all", "connect", "control_path", "forget", "libvirt_uri", "quietly", "run", "runtime_dir",
+__all__ = ["close_all", "connect", "control_path", "forget", "libvirt_uri", "popen", "quietly", "run", "runtime_dir",
            "set_private_key", "virt"]
 
 libvirt.registerErrorHandler(lambda *_: None, None)  # lookups that miss must not print to stderr

@@ -291,15 +291,28 @@ def _control(ctl: str, command: str) -> None:
                    stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False)
 
 
+def _session_argv(c: Connection, argv: list[str]) -> list[str]:
+    """An ssh command line running argv (quoted word by word: no injection) as a session of the master."""
+    return [ssh_binary(), *ssh_options(c), "-o", "ControlMaster=no", "-T", "-p", str(c.port), "-l", c.user, "--",
+            c.address, shlex.join(argv)]
+
+
+def popen(c: Connection, argv: list[str]) -> subprocess.Popen[bytes]:
+    """Start a command on the host as a session of its master, with pipes to its stdin, stdout and stderr
+    (the master takes the pipes over: no process of ours copies the data in between)."""
+    connect(c)
+    return subprocess.Popen(_session_argv(c, argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
 def run(c: Connection, argv: list[str], timeout: float = 300, check: bool = True) -> tuple[int, str, str]:
     """Run a command on the host, as a session of its master.  argv is quoted word by word: no injection."""
     cmd = shlex.join(argv)
     for attempt in (1, 2):
         connect(c)
         try:
-            proc = subprocess.run([ssh_binary(), *ssh_options(c), "-o", "ControlMaster=no", "-T",
-                                   "-p", str(c.port), "-l", c.user, "--", c.address, cmd],
-                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+            proc = subprocess.run(_session_argv(c, argv), stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             raise HostError(c.host, f"running {argv[0]}", f"no result within {timeout:.0f} s",
                             "Check the host's load and SSH connection and retry") from exc

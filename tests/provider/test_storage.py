@@ -15,7 +15,7 @@ from providers import localimage
 from providers.base_image import BaseImageProvider
 from providers.errors import HostError, UnsafeChangeError
 from providers.host import HostProvider
-from providers.remote import session, storage
+from providers.remote import session, transfer
 from providers.spec import Connection
 from providers.volume import VolumeProvider
 from tests import lab
@@ -242,7 +242,7 @@ def test_a_host_without_python_checks_the_crc_of_every_byte(hosts, tmp_path, mon
     src = tmp_path / "img.raw"
     _sparse_image(str(src), 32 << 20, seed=b"nopython")
     props = image_props("h2", str(src), name="nopython")
-    monkeypatch.setattr(storage, "_CLUSTERMAP_SOURCE", "import sys; sys.exit(1)")
+    monkeypatch.setattr(transfer, "HOST_PYTHON", "python3-not-on-this-host")
     monkeypatch.setattr(localimage, "posix_cksum", lambda _path: "1234567")
     with pytest.raises(HostError) as err:
         BaseImageProvider().create(props)

@@ -96,14 +96,14 @@ def test_the_host_side_check_is_the_same_source_run_alone(tmp_path) -> None:
     import sys
 
     from providers import clustermap
-    from providers.remote import storage
+    from providers.remote import transfer
 
     img = tmp_path / "img"
     _write(img, (3 << 20) + 4097, {5: os.urandom(70000), 2 << 20: b"\1" * 3})
     size = os.path.getsize(img)
 
     def host(path, n):
-        return subprocess.run([sys.executable, "-I", "-c", storage._CLUSTERMAP_SOURCE, str(path), str(n)],
+        return subprocess.run([sys.executable, "-I", "-c", transfer._CLUSTERMAP_SOURCE, str(path), str(n)],
                               capture_output=True, text=True, cwd=tmp_path)
 
     ran = host(img, size)

@@ -1,0 +1,123 @@
+"""The host's end of a full upload (`clustermap.receive`), run as a host runs it: the bare source under
+an isolated interpreter, fed by the sender's own framing (`transfer._send_runs`)."""
+
+from __future__ import annotations
+
+import os
+import random
+import stat
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from providers import clustermap
+from providers.clustermap import CLUSTER, FRAME, StreamMap
+from providers.remote import transfer
+
+pytestmark = pytest.mark.unit
+
+
+def _image(path, size: int, runs: dict[int, bytes]) -> None:
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for off, data in runs.items():
+            f.seek(off)
+            f.write(data)
+
+
+def _odd_image(path) -> int:
+    """Data starting and ending inside clusters, a run across a cluster edge, a short last cluster."""
+    size = (5 << 20) + 4097
+    _image(path, size, {5: os.urandom(70000), (2 << 20) - 3: b"\1" * 9, (3 << 20) + 4096: os.urandom(CLUSTER * 3),
+                        size - 10: b"end of it!"})
+    return size
+
+
+@pytest.mark.parametrize("piece", [1, 4096, 5000, CLUSTER, 3 * CLUSTER + 17, 1 << 30])
+def test_streamed_map_is_the_files_map_however_the_runs_are_cut(tmp_path, piece: int) -> None:
+    img = tmp_path / "img"
+    size = _odd_image(img)
+    smap = StreamMap(size)
+    with open(img, "rb") as f:
+        fd = f.fileno()
+        for is_data, offset, length in clustermap.extents(fd, size):
+            while is_data and length:
+                n = min(piece if piece > 1 else random.randint(1, 3 * CLUSTER), length)
+                smap.add(offset, os.pread(fd, n, offset))
+                offset, length = offset + n, length - n
+    assert smap.finish() == clustermap.compute(str(img))
+
+
+def test_streamed_map_refuses_runs_that_go_back_or_past_the_end() -> None:
+    smap = StreamMap(1 << 20)
+    smap.add(4096, b"x" * 100)
+    with pytest.raises(ValueError, match="overlaps"):
+        smap.add(4100, b"y")
+    with pytest.raises(ValueError, match="past the image"):
+        smap.add((1 << 20) - 1, b"zz")
+
+
+def _host(args: list[str], feed) -> tuple[subprocess.CompletedProcess[bytes], int | None]:
+    """Run the host side; `feed(pipe_fd)` writes its stdin after "ready".  Returns (process, fed result)."""
+    proc = subprocess.Popen([sys.executable, "-I", "-c", transfer._CLUSTERMAP_SOURCE, "receive", *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    fed = None
+    first = proc.stdout.readline()
+    if first == b"ready\n":
+        try:
+            fed = feed(proc.stdin.fileno())
+        except BrokenPipeError:
+            pass
+    proc.stdin.close()
+    out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    proc.wait(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, first + out, err), fed
+
+
+def test_received_image_is_published_read_only_with_its_exact_bytes(tmp_path) -> None:
+    img, tmp, final = tmp_path / "img", tmp_path / "vfupload-x", tmp_path / "vfbase-x.raw"
+    size = _odd_image(img)
+    tmp.write_bytes(b"")  # libvirt creates the volume's file; the host side only fills it
+    want = clustermap.digest(clustermap.compute(str(img)))
+    ran, sent = _host([str(tmp), str(final), str(size), want], lambda fd: transfer._send_runs(fd, str(img), size, None))
+    assert ran.returncode == 0, ran.stderr
+    assert not tmp.exists() and final.read_bytes() == img.read_bytes()
+    assert stat.S_IMODE(final.stat().st_mode) == 0o444
+    data = sum(n for is_data, _, n in clustermap.extents(os.open(img, os.O_RDONLY), size) if is_data)
+    assert sent == data < size, "only the data runs cross, never the holes"
+    assert final.stat().st_blocks * 512 < size, "the holes stay holes on the host"
+
+
+def test_a_wrong_digest_is_refused_and_nothing_stays(tmp_path) -> None:
+    img, tmp, final = tmp_path / "img", tmp_path / "vfupload-x", tmp_path / "vfbase-x.raw"
+    size = _odd_image(img)
+    tmp.write_bytes(b"")
+    real = clustermap.digest(clustermap.compute(str(img)))
+    ran, _ = _host([str(tmp), str(final), str(size), "f" * 64], lambda fd: transfer._send_runs(fd, str(img), size, None))
+    assert (ran.returncode, ran.stdout.decode().split()) == (3, ["ready", "digest", real])
+    assert not tmp.exists() and not final.exists()
+
+
+def test_a_stream_cut_short_or_out_of_order_is_refused_and_nothing_stays(tmp_path) -> None:
+    tmp, final = tmp_path / "vfupload-x", tmp_path / "vfbase-x.raw"
+    for frames in (FRAME.pack(0, 1 << 20) + b"x" * 1000,  # the sender died in a run
+                   FRAME.pack(CLUSTER, 10) + b"a" * 10 + FRAME.pack(0, 10) + b"b" * 10 + FRAME.pack(0, 0),
+                   FRAME.pack(2 << 20, 10) + b"c" * 10 + FRAME.pack(0, 0)):  # past the end
+        tmp.write_bytes(b"")
+        ran, _ = _host([str(tmp), str(final), str(1 << 20), "0" * 64], lambda fd, data=frames: os.write(fd, data))
+        assert ran.returncode == 4 and b"receive:" in ran.stderr, ran
+        assert not tmp.exists() and not final.exists()
+
+
+def test_only_an_existing_regular_file_is_filled(tmp_path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    opener = threading.Thread(target=lambda: open(fifo, "rb").close(), daemon=True)  # so the open returns
+    opener.start()
+    ran, _ = _host([str(fifo), str(tmp_path / "out"), "4096", "0" * 64], lambda fd: None)
+    assert ran.returncode == 4 and b"not a regular file" in ran.stderr
+    ran, _ = _host([str(tmp_path / "missing"), str(tmp_path / "out"), "4096", "0" * 64], lambda fd: None)
+    assert ran.returncode == 4 and not (tmp_path / "out").exists()
