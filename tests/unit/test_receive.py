@@ -3,8 +3,8 @@ an isolated interpreter, fed by the sender's own framing (`transfer._send_runs`)
 
 from __future__ import annotations
 
+import itertools
 import os
-import random
 import stat
 import subprocess
 import sys
@@ -35,16 +35,18 @@ def _odd_image(path) -> int:
     return size
 
 
-@pytest.mark.parametrize("piece", [1, 4096, 5000, CLUSTER, 3 * CLUSTER + 17, 1 << 30])
-def test_streamed_map_is_the_files_map_however_the_runs_are_cut(tmp_path, piece: int) -> None:
+@pytest.mark.parametrize("pieces", [[4096], [5000], [CLUSTER], [3 * CLUSTER + 17], [1 << 30],
+                                    [1, 4095, 70001, 17, 2 * CLUSTER]])
+def test_streamed_map_is_the_files_map_however_the_runs_are_cut(tmp_path, pieces: list[int]) -> None:
     img = tmp_path / "img"
     size = _odd_image(img)
     smap = StreamMap(size)
+    cut = itertools.cycle(pieces)
     with open(img, "rb") as f:
         fd = f.fileno()
         for is_data, offset, length in clustermap.extents(fd, size):
             while is_data and length:
-                n = min(piece if piece > 1 else random.randint(1, 3 * CLUSTER), length)
+                n = min(next(cut), length)
                 smap.add(offset, os.pread(fd, n, offset))
                 offset, length = offset + n, length - n
     assert smap.finish() == clustermap.compute(str(img))
@@ -96,7 +98,8 @@ def test_a_wrong_digest_is_refused_and_nothing_stays(tmp_path) -> None:
     size = _odd_image(img)
     tmp.write_bytes(b"")
     real = clustermap.digest(clustermap.compute(str(img)))
-    ran, _ = _host([str(tmp), str(final), str(size), "f" * 64], lambda fd: transfer._send_runs(fd, str(img), size, None))
+    ran, _ = _host([str(tmp), str(final), str(size), "f" * 64],
+                   lambda fd: transfer._send_runs(fd, str(img), size, None))
     assert (ran.returncode, ran.stdout.decode().split()) == (3, ["ready", "digest", real])
     assert not tmp.exists() and not final.exists()
 
