@@ -5,7 +5,8 @@ temporary volume (holes never sent) and the host computes its content digest its
 arrives (`transfer.receive`), or after libvirt's sparse stream for LVs and hosts without python3; only
 a volume whose digest is the one it is named by is renamed to its published name: a broken upload is
 never used.  A rebuilt image sends only its changed clusters (`delta`).  Replace-only.
-delete: refused while any volume still uses it as a backing file (the volume is kept and reported).
+delete: lets go of the base (`holders`): it is removed at once when no other stack's BaseImage holds it
+and no disk is made from it, otherwise by whichever of those goes last; never while a disk uses it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from . import delta, localimage, xmlgen
 from . import diff as difftab
 from .base import BaseProvider, inputs_of, say
 from .errors import HostError
-from .remote import session, storage, transfer
+from .remote import bases, session, storage, transfer
 from .spec import BaseImageSpec
 from .trace import trace
 
@@ -177,14 +178,20 @@ class BaseImageProvider(BaseProvider):
         spec = BaseImageSpec.from_props(props)
         p = storage.pool(spec.conn, spec.pool)
         _refresh(p)
-        vol = storage.lookup_volume(p, spec.volume_name)
-        if vol is not None:
-            sent, path, reused = 0, vol.path(), True
-        else:
-            sent, path = _upload(spec, p)
-            reused = False
+        for _attempt in range(3):  # a base removed by its last user while we looked is uploaded again
+            vol = storage.lookup_volume(p, spec.volume_name)
+            if vol is not None:
+                sent, path, reused = 0, vol.path(), True
+            else:
+                sent, path = _upload(spec, p)
+                reused = False
+            holder = secrets.token_hex(8)
+            answer = bases.act(spec.conn, "hold", path, holder)
+            if answer != "missing":
+                break
+            _refresh(p)
         outs = {**inputs_of(props), "volumeName": spec.volume_name, "path": path, "bytesSent": sent,
-                "reused": reused}
+                "reused": reused, "holder": holder if answer == "held" else ""}
         return CreateResult(f"{spec.conn.host}:{spec.volume_name}", outs)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -195,6 +202,8 @@ class BaseImageProvider(BaseProvider):
         return ReadResult(id_, inputs_of(props))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
+        """Let go of the base; it is removed when no other BaseImage (another stack's) holds it and no
+        disk is made from it, else by the delete of its last disk (`holders`)."""
         spec = BaseImageSpec.from_props(props)
         p = storage.lookup_pool(session.virt(spec.conn), spec.pool)
         if p is None:
@@ -202,12 +211,22 @@ class BaseImageProvider(BaseProvider):
         vol = storage.lookup_volume(p, spec.volume_name)
         if vol is None:
             return
-        users = storage.users_of(p, vol.path())
-        if users:
+        answer = bases.act(spec.conn, "release", vol.path(), str(props.get("holder") or ""))
+        if answer == "removed":
+            _refresh(p)
+        elif answer.startswith("kept held"):
+            say(f"{spec.conn.host}: kept base volume {spec.volume_name}: {answer.split()[-1]} other BaseImage "
+                "resource(s) (other stacks) still hold it")
+        elif answer.startswith("kept used"):
             say(f"{spec.conn.host}: kept base volume {spec.volume_name}: still the backing file of "
-                f"{', '.join(users)}")
-            return
-        storage.delete(p, spec.volume_name)
+                f"{answer.split(maxsplit=2)[-1]}; it is removed with the last disk made from it")
+        elif answer == "untracked":  # a base from before holders, an LV, or no python3: only its users count
+            users = storage.users_of(p, vol.path())
+            if users:
+                say(f"{spec.conn.host}: kept base volume {spec.volume_name}: still the backing file of "
+                    f"{', '.join(users)}")
+                return
+            storage.delete(p, spec.volume_name)
 
 
 class BaseImage(Resource, module="virtfleet", name="BaseImage"):

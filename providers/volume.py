@@ -7,6 +7,7 @@ with the same name is adopted only when its backing file is the expected base.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import libvirt
@@ -17,7 +18,7 @@ from . import diff as difftab
 from . import xmlgen
 from .base import BaseProvider, inputs_of, say
 from .errors import HostError, UnsafeChangeError
-from .remote import session, storage
+from .remote import bases, session, storage
 from .spec import VolumeSpec
 from .units import human
 
@@ -133,8 +134,16 @@ class VolumeProvider(BaseProvider):
             say(f"{spec.conn.host}: kept disk {spec.name} (deleteDiskOnDestroy is false)")
             return
         p = storage.lookup_pool(session.virt(spec.conn), spec.pool)
-        if p is not None:
-            storage.delete(p, spec.name)
+        if p is not None and storage.delete(p, spec.name):
+            _collect_base(spec, p, str(props.get("basePath") or ""))
+
+
+def _collect_base(spec: VolumeSpec, p: libvirt.virStoragePool, base: str) -> None:
+    """After a disk is gone: its base goes too when no BaseImage holds it and no other disk uses it."""
+    if os.path.basename(base).startswith("vfbase-") and bases.act(spec.conn, "collect", base) == "removed":
+        p.refresh(0)
+        say(f"{spec.conn.host}: removed base {os.path.basename(base)}: its last disk is gone and no BaseImage "
+            "holds it")
 
 
 class Volume(Resource, module="virtfleet", name="Volume"):

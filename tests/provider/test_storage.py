@@ -157,6 +157,29 @@ def test_volume_overlay_copy_grow_shrink_keep(hosts, unique) -> None:
     assert vp.read(copy.id, copy.outs).id is None
 
 
+def test_a_base_goes_with_the_last_of_its_holders_and_disks(hosts, tmp_path, unique) -> None:
+    """Two stacks deploy the same image to h1 (two BaseImage resources) and one disk is made from it:
+    the base stays while either holds it or the disk exists, and goes with the last of them."""
+    src = tmp_path / "img.raw"
+    _sparse_image(str(src), 32 << 20, seed=b"holders")
+    props = image_props("h1", str(src), name="held")
+    bp, vp = BaseImageProvider(), VolumeProvider()
+    a, b = bp.create(props), bp.create(props)
+    assert b.outs["reused"] is True and a.outs["holder"] and b.outs["holder"] not in ("", a.outs["holder"])
+    name = a.outs["volumeName"]
+    disk = vp.create(volume_props("h1", f"held-{unique}.qcow2", a.outs))
+    bp.delete(a.id, a.outs)
+    assert name in lab.volumes("h1"), "another stack's BaseImage still holds it"
+    bp.delete(b.id, b.outs)
+    assert name in lab.volumes("h1"), "a disk is made from it"
+    vp.delete(disk.id, disk.outs)
+    assert name not in lab.volumes("h1"), "its last disk is gone and nobody holds it: removed, not orphaned"
+    again = bp.create(props)  # nothing left on the host: uploaded again
+    assert again.outs["reused"] is False
+    bp.delete(again.id, again.outs)
+    assert name not in lab.volumes("h1")
+
+
 def test_missing_base_is_a_clear_error(hosts, unique) -> None:
     fake = {"volumeName": "vfbase-" + "0" * 64 + ".qcow2", "format": "qcow2"}
     with pytest.raises(HostError, match="base volume .* is missing"):
