@@ -122,6 +122,7 @@ def test_two_stacks_share_hosts_without_touching_each_other(tmp_path, unique) ->
         two.up()
         assert lab.domain_state("h1", mine) == lab.domain_state("h1", theirs) == "running"
         pid = lab.uptime_of("h1", mine)
+        shared = [v for v in lab.volumes("h1") if v.startswith("vfbase-")]  # both stacks hold the one base
         # stack two asks for a guest with stack one's name: a clear error, not a takeover
         clash = guest(mine, name=mine) | {"mac": "52:54:00:ee:ee:01"}
         two.write_config(config({"h1": {theirs: guest(theirs), "dup": clash}}))
@@ -133,6 +134,7 @@ def test_two_stacks_share_hosts_without_touching_each_other(tmp_path, unique) ->
         two.write_config(config({"h1": {theirs: guest(theirs)}}))
         two.destroy()
         assert lab.domain_state("h1", theirs) == "missing" and lab.uptime_of("h1", mine) == pid
+        assert set(shared) <= set(lab.volumes("h1")), "stack one's base stays when stack two lets go of it"
         assert one.preview("--expect-no-changes").returncode == 0
     finally:
         for s in (one, two):
