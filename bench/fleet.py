@@ -176,11 +176,11 @@ def main() -> int:
         cfg = config({h: {g: guest(g, **one) for g in g_list} for h, g_list in gs.items()})
         stack = Stack(f"{tmp}/v{n}", f"fleet{n}", cfg)
         # the base image once per host, not timed on either side (B1 measures distribution)
-        base = {}
+        held = {}
         for h in HOSTS:
             HostProvider().create(host_props(h))
-            base = BaseImageProvider().create(image_props(h)).outs
-        bases_path = base["path"]
+            held[h] = BaseImageProvider().create(image_props(h)).outs
+        bases_path = held[HOSTS[-1]]["path"]
         settle()
         b = baseline(tmp, n, os.path.basename(bases_path), bases_path)
         settle()
@@ -199,6 +199,8 @@ def main() -> int:
         for host, g_list in gs.items():
             for g in g_list:
                 lab.virsh(host, "vol-delete", "--pool", "guests", f"{g}.qcow2", check=False)
+        for outs in held.values():  # let go of the bases (kept while the baseline's disks use them)
+            BaseImageProvider().delete("base", outs)
     return 0
 
 

@@ -2,14 +2,16 @@
 
 A base (`vfbase-DIGEST.raw`, content-addressed) may be wanted by several BaseImage resources (one per
 stack that deploys the image to the host) and backs the disks made from it.  Each BaseImage holds the
-base under a holder id of its own, kept as an extended attribute of the base's file
-(`user.virtfleet.holder.ID`); `user.virtfleet.tracked` says the base's holders are known.  All changes
-happen on the host under an exclusive lock on the base's file, so the base is removed exactly once: when
-it is tracked, no holder is left, and no qcow2 file beside it names it as its backing file.  Whichever
-comes last removes it: the BaseImage's delete (`release`) or the delete of its last disk (`collect`).
+base under a holder id of its own, listed in an extended attribute of the base's file
+(`user.virtfleet.holders`; its presence says the base's holders are known).  All changes happen on the
+host under an exclusive lock on the base's file, so the base is removed exactly once: when it is
+tracked, no holder is left, and no qcow2 file beside it names it as its backing file.  Whichever comes
+last removes it: the BaseImage's delete (`release`) or the delete of its last disk (`collect`).  When
+the list is full (about 200 holders on ext4), the base is pinned instead: never removed automatically.
 
 This file imports nothing of virtfleet: it runs on the host as `python3 -c SOURCE OP BASE [HOLDER]`.
-It prints one line: `held`, `missing`, `removed`, `kept held N`, `kept used NAME`, or `untracked`
+It prints one line: `held`, `missing`, `removed`, `kept held N`, `kept used NAME`, `kept pinned`, or
+`untracked`
 (a base from before holders were kept, or a file system without user extended attributes: the caller
 falls back to its own rule).
 """
@@ -20,8 +22,8 @@ import os
 import struct
 import sys
 
-PREFIX = "user.virtfleet.holder."
-TRACKED = "user.virtfleet.tracked"
+HOLDERS = "user.virtfleet.holders"  # the holder ids, one per line; present = the base is tracked
+PINNED = "user.virtfleet.pinned"  # set when the list is full: never removed automatically
 QCOW2_MAGIC = b"QFI\xfb"
 HEADER = struct.Struct(">4sIQI")  # magic, version, backing file offset, backing file name length
 
@@ -55,17 +57,27 @@ def users(base):
     return sorted(found)
 
 
-def holders(fd):
-    return sorted(name[len(PREFIX):] for name in os.listxattr(fd) if name.startswith(PREFIX))
+def _get(fd, name):
+    try:
+        return os.getxattr(fd, name)
+    except OSError as exc:
+        if exc.errno == errno.ENODATA:
+            return None
+        raise
 
 
-def _tracked(fd):
-    return TRACKED in os.listxattr(fd)
+def _holders(fd):
+    raw = _get(fd, HOLDERS)
+    return None if raw is None else [h for h in raw.decode().split("\n") if h]
+
+
+def _set_holders(fd, ids):
+    os.setxattr(fd, HOLDERS, "\n".join(ids).encode())
 
 
 def act(op, base, holder=""):
-    """hold: add `holder` and track the base.  release: remove `holder`, then collect.  collect:
-    remove the base when it is tracked, held by no one and used by no file beside it."""
+    """hold: add `holder` (the base becomes tracked).  release: remove `holder`, then collect.
+    collect: remove the base when it is tracked, held by no one and used by no file beside it."""
     base = os.path.normpath(base)
     try:
         fd = os.open(base, os.O_RDONLY)
@@ -75,21 +87,25 @@ def act(op, base, holder=""):
         fcntl.flock(fd, fcntl.LOCK_EX)
         if os.fstat(fd).st_nlink == 0:
             return "missing"  # removed by the one that held the lock before us
+        ids = _holders(fd)
         if op == "hold":
-            os.setxattr(fd, PREFIX + holder, b"")
-            os.setxattr(fd, TRACKED, b"")
+            if holder not in (ids or []):
+                try:
+                    _set_holders(fd, (ids or []) + [holder])
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOSPC, errno.E2BIG, errno.ERANGE):
+                        raise
+                    os.setxattr(fd, PINNED, b"")  # no room for one more: keep it for good instead
             return "held"
-        if op == "release" and holder:
-            try:
-                os.removexattr(fd, PREFIX + holder)
-            except OSError as exc:
-                if exc.errno != errno.ENODATA:
-                    raise
-        if not _tracked(fd):
+        if ids is None:
             return "untracked"
-        left = holders(fd)
-        if left:
-            return f"kept held {len(left)}"
+        if op == "release" and holder in ids:
+            ids.remove(holder)
+            _set_holders(fd, ids)
+        if _get(fd, PINNED) is not None:
+            return "kept pinned"
+        if ids:
+            return f"kept held {len(ids)}"
         using = users(base)
         if using:
             return f"kept used {using[0]}"

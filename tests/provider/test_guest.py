@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,9 +20,11 @@ pytestmark = pytest.mark.provider
 
 
 @pytest.fixture(scope="module")
-def base() -> dict:
+def base() -> Iterator[dict]:
     HostProvider().create(host_props("h1"))
-    return BaseImageProvider().create(image_props("h1")).outs
+    outs = BaseImageProvider().create(image_props("h1")).outs
+    yield outs
+    BaseImageProvider().delete("base", outs)  # let go of it: it goes with the last disk made from it
 
 
 @pytest.fixture

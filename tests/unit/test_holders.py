@@ -76,3 +76,16 @@ def test_usage_errors_are_refused(tmp_path) -> None:
     ran = subprocess.run([sys.executable, "-I", "-c", bases._SOURCE, "hold", str(tmp_path / "x")],
                          capture_output=True, text=True)
     assert ran.returncode == 2 and "usage" in ran.stderr
+
+
+def test_a_full_holder_list_pins_the_base_for_good(tmp_path) -> None:
+    """ext4 keeps about 4 KiB of attributes per file: past that the base is never removed automatically
+    (a holder that could not be recorded must not lose its base)."""
+    base = tmp_path / "vfbase-abc.raw"
+    base.write_bytes(b"")
+    ids = [f"{i:016x}" for i in range(400)]
+    for i in ids:
+        assert holders.act("hold", str(base), i) == "held"
+    for i in ids:
+        holders.act("release", str(base), i)
+    assert holders.act("collect", str(base)) == "kept pinned" and base.exists()
