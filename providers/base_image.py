@@ -190,6 +190,10 @@ class BaseImageProvider(BaseProvider):
             if answer != "missing":
                 break
             _refresh(p)
+        else:
+            raise HostError(spec.conn.host, f"holding base volume {spec.volume_name}",
+                            "it was removed each time right after it was found or uploaded",
+                            "Another run is removing it: let that finish, then run `pulumi up` again")
         outs = {**inputs_of(props), "volumeName": spec.volume_name, "path": path, "bytesSent": sent,
                 "reused": reused, "holder": holder if answer == "held" else ""}
         return CreateResult(f"{spec.conn.host}:{spec.volume_name}", outs)
@@ -220,6 +224,9 @@ class BaseImageProvider(BaseProvider):
         elif answer.startswith("kept used"):
             say(f"{spec.conn.host}: kept base volume {spec.volume_name}: still the backing file of "
                 f"{answer.split(maxsplit=2)[-1]}; it is removed with the last disk made from it")
+        elif answer == "kept pinned":
+            say(f"{spec.conn.host}: kept base volume {spec.volume_name}: pinned (more holders than its "
+                "attributes could list); remove it with `virsh vol-delete` once no disk uses it")
         elif answer == "untracked":  # a base from before holders, an LV, or no python3: only its users count
             users = storage.users_of(p, vol.path())
             if users:
