@@ -5,8 +5,8 @@ Baseline: 8 parallel workers (xargs -P 8), per guest `virsh vol-create-as` (over
 `virsh define`, `virsh start`, each virsh call opening its own SSH connection (qemu+ssh, pinned key).
 virtfleet: `pulumi up` of a stack with the same guests (one SSH connection per host, reused by libvirt
 and commands).  The SDK's dynamic-provider process would serve at most 4 calls at once; virtfleet's
-provider host (scripts/pulumi_dynamic_host.py) has 16 threads, so the engine's default --parallel 8 is
-the limit here.
+provider host (scripts/pulumi_dynamic_host.py) has 16 threads, so the engine's --parallel is the limit:
+16 as scripts/env.sh sets it (PULUMI_PARALLEL; the engine's own default is 8 on 2 cores).
 
 Both sides define the same headless guests (`graphics: none`): on a real fleet the guests run on the
 hypervisors' own CPUs, here all of them share the 2 cores with both control planes, and a spice display

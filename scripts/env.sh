@@ -8,6 +8,10 @@ export PULUMI_PYTHON_CMD="$VIRTFLEET_ROOT/.venv/bin/python"
 if [ -z "${PULUMI_CONFIG_PASSPHRASE:-}" ] && [ -z "${PULUMI_CONFIG_PASSPHRASE_FILE:-}" ]; then
   export PULUMI_CONFIG_PASSPHRASE=virtfleet-lab
 fi
+# How many resource operations the engine runs at once.  Its default, 4 per local core, suits work done
+# on this machine; virtfleet's operations wait on the hosts (the provider serves 16 calls at once, and
+# each host's libvirt 5 per connection), so 16 it is unless you say otherwise (`pulumi up -p N` too).
+export PULUMI_PARALLEL=${PULUMI_PARALLEL:-16}
 mkdir -p "$VIRTFLEET_ROOT/.state"
 # gRPC inside the provider process logs a line each time libvirt forks its ssh: keep it quiet.
 export GRPC_ENABLE_FORK_SUPPORT=false GRPC_VERBOSITY=ERROR
