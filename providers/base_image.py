@@ -91,14 +91,32 @@ def _delta_source(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[str, 
     return (vol.path(), best[2]) if vol is not None else None
 
 
+def _progress(spec: BaseImageSpec) -> transfer.Progress:
+    t0 = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        rate = done / 2**20 / max(time.monotonic() - t0, 1e-3)
+        say(f"{spec.conn.host}: uploading {spec.image} {100 * done // max(total, 1)}% of {total / 2**20:.0f} MiB "
+            f"({rate:.0f} MiB/s)")
+    return progress
+
+
 def _fill(spec: BaseImageSpec, p: libvirt.virStoragePool,
           tmp_name: str) -> tuple[libvirt.virStorageVol, int, str, str | None]:
     """Create the temporary volume with the image's bytes.  Returns (volume, bytes sent, how, and its
     published path when the host has already checked and published it)."""
     c = spec.conn
-    conn = session.virt(c)
     logical = storage.pool_type(p) == "logical"
-    source = None if logical else _delta_source(spec, p)
+    source = None if logical else _delta_source(spec, p)  # (previous base on the host, changed ranges)
+    how = "full" if source is None else f"delta over {os.path.basename(source[0])[:23]}..., {len(source[1])} extents"
+    if not logical:  # the host writes, hashes and publishes as the data arrives
+        vol = storage.create(p, xmlgen.volume(tmp_name, spec.size, "raw", allocation=0))
+        final = os.path.join(os.path.dirname(vol.path()), spec.volume_name)
+        received = transfer.receive(c, spec.source, vol.path(), final, spec.digest, _progress(spec), source)
+        if received is not None:
+            return vol, received, f"{how}, checked as received", final
+        storage.delete(p, tmp_name)  # no python3 on the host: libvirt's streams, checked afterwards
+    conn = session.virt(c)
     if source is not None:  # clone the previous base on the host (no network), send the changed clusters
         old_path, extents = source
         tmp_path = os.path.join(os.path.dirname(old_path), tmp_name)
@@ -106,23 +124,10 @@ def _fill(spec: BaseImageSpec, p: libvirt.virStoragePool,
         _refresh(p)
         vol = storage.lookup_volume(p, tmp_name)
         if vol is not None:
-            sent = transfer.upload_ranges(conn, vol, spec.source, extents)
-            return vol, sent, f"delta over {os.path.basename(old_path)[:23]}..., {len(extents)} extents", None
+            return vol, transfer.upload_ranges(conn, vol, spec.source, extents), how, None
     # an LV is not zeroed: every byte is sent, holes included; a file volume stays sparse
     vol = storage.create(p, xmlgen.volume(tmp_name, spec.size, "raw", allocation=spec.size if logical else 0))
-
-    t0 = time.monotonic()
-
-    def progress(done: int, total: int) -> None:
-        rate = done / 2**20 / max(time.monotonic() - t0, 1e-3)
-        say(f"{c.host}: uploading {spec.image} {100 * done // max(total, 1)}% of {total / 2**20:.0f} MiB "
-            f"({rate:.0f} MiB/s)")
-    if not logical:  # the host writes, hashes and publishes as the data arrives
-        final = os.path.join(os.path.dirname(vol.path()), spec.volume_name)
-        received = transfer.receive(c, spec.source, vol.path(), final, spec.digest, progress)
-        if received is not None:
-            return vol, received, "full, checked as received", final
-    return vol, transfer.upload(conn, vol, spec.source, progress, sparse=not logical), "full", None
+    return vol, transfer.upload(conn, vol, spec.source, _progress(spec), sparse=not logical), "full", None
 
 
 def _publish(spec: BaseImageSpec, vol: libvirt.virStorageVol) -> str:

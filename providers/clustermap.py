@@ -7,9 +7,11 @@ it is split across threads over contiguous parts (hashlib releases the GIL), and
 
 This file imports nothing of virtfleet: the same source runs on a host.  `python3 -c SOURCE PATH SIZE`
 checks a volume against the digest it is published under, reading only the data the host stores;
-`python3 -c SOURCE receive TMP FINAL SIZE DIGEST` is the host's end of a full upload: it writes the data
-runs it reads on stdin into TMP, hashes them as they arrive (`StreamMap`: no second pass over the data),
-and only when the digest is DIGEST makes TMP read-only under the name FINAL.
+`python3 -c SOURCE receive TMP FINAL SIZE DIGEST [BASE]` is the host's end of an upload: it writes the
+data runs it reads on stdin into TMP, hashes them as they arrive (`StreamMap`: no second pass over the
+data), and only when the digest is DIGEST makes TMP read-only under the name FINAL.  For a delta, the
+runs are the changed clusters and BASE (the previous image, on the host) gives the rest, copied and
+hashed in the same pass.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ READ = 4 << 20
 ZERO = hashlib.sha256(bytes(CLUSTER)).digest()
 
 
-def extents(fd, size):
-    """(is_data, offset, length) runs covering [0, size) of an open file (a block device is all data)."""
-    pos = 0
+def extents(fd, size, start=0):
+    """(is_data, offset, length) runs covering [start, size) of an open file (a block device is all data)."""
+    pos = start
     while pos < size:
         try:
             data = os.lseek(fd, pos, os.SEEK_DATA)
@@ -160,31 +162,56 @@ def _read_into(stream, view):
         got += n
 
 
-def receive(tmp, final, size, want, stream):
+def _copy(src, lo, hi, put, buf):
+    """put() the data runs of the open file `src` in [lo, hi), read into `buf` piece by piece."""
+    for is_data, offset, length in extents(src, hi, lo):
+        while is_data and length:
+            n = os.preadv(src, [buf[:min(length, len(buf))]], offset)
+            if not n:
+                break  # the file ends here: the rest reads as zeros
+            put(offset, buf[:n])
+            offset, length = offset + n, length - n
+
+
+def receive(tmp, final, size, want, stream, base=""):
     """Write the framed data runs of `stream` into the existing file `tmp` (truncated to `size`, so
-    the rest reads as holes), then publish it as `final` (read-only) when its digest is `want`.
+    the rest reads as holes), then publish it as `final` (read-only) when its digest is `want`.  With
+    `base` (a delta), the base's data between the runs is copied in first, hashed the same way.
     Returns the digest found; `tmp` is removed on any failure."""
     fd = os.open(tmp, os.O_WRONLY)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise ValueError(f"{tmp} is not a regular file")
+    src = None
     try:
         os.ftruncate(fd, size)  # (not to 0 first: ext4 would write the file back at close, as a replacement)
         smap, head = StreamMap(size), bytearray(FRAME.size)
-        buf = memoryview(bytearray(READ))
+        buf, copy_buf = memoryview(bytearray(READ)), memoryview(bytearray(READ))
+
+        def put(offset, chunk):
+            smap.add(offset, chunk)
+            while chunk:
+                n = os.pwrite(fd, chunk, offset)
+                chunk, offset = chunk[n:], offset + n
+
+        src = os.open(base, os.O_RDONLY) if base else None
         print("ready", flush=True)
+        done = 0  # everything before this offset is written
         while True:
             _read_into(stream, memoryview(head))
             offset, length = FRAME.unpack(head)
             if not length:
                 break
+            if src is not None and offset > done:
+                _copy(src, done, offset, put, copy_buf)
+            done = offset + length
             while length:
                 chunk = buf[:min(length, READ)]
                 _read_into(stream, chunk)
-                smap.add(offset, chunk)
-                while chunk:
-                    n = os.pwrite(fd, chunk, offset)
-                    chunk, offset, length = chunk[n:], offset + n, length - n
+                put(offset, chunk)
+                offset, length = offset + len(chunk), length - len(chunk)
+        if src is not None:
+            _copy(src, done, size, put, copy_buf)
         found = digest(smap.finish())
         if found != want:
             raise LookupError(found)
@@ -193,18 +220,21 @@ def receive(tmp, final, size, want, stream):
         os.close(fd)
         os.unlink(tmp)
         raise
+    finally:
+        if src is not None:
+            os.close(src)
     os.close(fd)
     os.rename(tmp, final)
     return found
 
 
 def main(argv):
-    """On a host: `receive TMP FINAL SIZE DIGEST` (exit 3: another digest, printed) or `PATH SIZE`:
-    print the digest of the first SIZE bytes of PATH (exit 3 when a file's size differs)."""
+    """On a host: `receive TMP FINAL SIZE DIGEST [BASE]` (exit 3: another digest, printed) or
+    `PATH SIZE`: print the digest of the first SIZE bytes of PATH (exit 3 when a file's size differs)."""
     if argv[1:2] == ["receive"]:
         grow_pipe(0)
         try:
-            receive(argv[2], argv[3], int(argv[4]), argv[5], sys.stdin.buffer.raw)
+            receive(argv[2], argv[3], int(argv[4]), argv[5], sys.stdin.buffer.raw, argv[6] if argv[6:] else "")
         except LookupError as exc:
             print(f"digest {exc.args[0]}")
             return 3

@@ -5,7 +5,9 @@ down one SSH session of the host's master to `clustermap`'s own source under the
 writes them into the volume's file and hashes them as they arrive, then publishes the file only when
 its digest is the one it is named by: one pass, one command, no second read of the data.  `upload`:
 libvirt's sparse stream (for LVs and hosts without python3), checked afterwards by `verify_and_publish`.
-Deltas (`upload_ranges`) write changed ranges into a clone of the previous base, checked the same way.
+Deltas: `receive` with the previous base on the host, which fills in everything but the changed ranges
+in the same pass; without python3 there, `upload_ranges` writes them into a clone of the previous base,
+checked afterwards the same way.
 """
 
 from __future__ import annotations
@@ -172,16 +174,18 @@ def verify_and_publish(c: Connection, src: str, dst: str, size: int, algo: str, 
 _RECEIVE = r"""
 py=$6
 "$py" -S -c 'import sys; sys.exit(sys.version_info < (3, 7))' 2>/dev/null || exit 5
-exec "$py" -c "$1" receive "$2" "$3" "$4" "$5"
+exec "$py" -c "$1" receive "$2" "$3" "$4" "$5" "$7"
 """
 SEND = 4 << 20
 
 
-def _send_runs(out: int, path: str, size: int, progress: Progress | None) -> int:
-    """Write the file's data runs as frames (offset, length, bytes) to the pipe `out`; then the end frame."""
+def _send_runs(out: int, path: str, size: int, progress: Progress | None,
+               ranges: list[tuple[int, int]] | None = None) -> int:
+    """Write the file's data runs (or the given (offset, length) ranges, in order) as frames (offset,
+    length, bytes) to the pipe `out`; then the end frame."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        runs = [(offset, n) for is_data, offset, n in extents(fd, size) if is_data]
+        runs = ranges if ranges is not None else [(offset, n) for is_data, offset, n in extents(fd, size) if is_data]
         meter = _Meter(sum(n for _, n in runs), progress)
         for offset, n in runs:
             os.write(out, FRAME.pack(offset, n))
@@ -198,20 +202,23 @@ def _send_runs(out: int, path: str, size: int, progress: Progress | None) -> int
     return meter.finish()
 
 
-def receive(c: Connection, path: str, tmp: str, final: str, want: str, progress: Progress | None = None) -> int | None:
+def receive(c: Connection, path: str, tmp: str, final: str, want: str, progress: Progress | None = None,
+            delta: tuple[str, list[tuple[int, int]]] | None = None) -> int | None:
     """Send the local file `path` into the host's existing file `tmp`; the host publishes it as `final`
-    once its digest is `want`.  Returns the bytes sent, or None (nothing done) when the host has no
-    python3 >= 3.7.  A digest mismatch or a broken stream raises HostError, and `tmp` is gone."""
+    once its digest is `want`.  delta=(base on the host, ranges): only those ranges are sent, the rest
+    comes from the base.  Returns the bytes sent, or None (nothing done) when the host has no python3
+    >= 3.7.  A digest mismatch or a broken stream raises HostError, and `tmp` is gone."""
     size = os.path.getsize(path)
+    base, ranges = delta if delta is not None else ("", None)
     proc = session.popen(c, ["sh", "-c", _RECEIVE, "sh", _CLUSTERMAP_SOURCE, tmp, final, str(size), want,
-                                 HOST_PYTHON])
+                             HOST_PYTHON, base])
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     sent: int | None = None
     try:
         if proc.stdout.readline() == b"ready\n":
             grow_pipe(proc.stdin.fileno())
             try:
-                sent = _send_runs(proc.stdin.fileno(), path, size, progress)
+                sent = _send_runs(proc.stdin.fileno(), path, size, progress, ranges)
             except BrokenPipeError:
                 pass  # the host stopped reading: its exit status and message say why
             proc.stdin.close()

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from providers import clustermap
+from providers import clustermap, delta
 from providers.clustermap import CLUSTER, FRAME, StreamMap
 from providers.remote import transfer
 
@@ -124,3 +124,43 @@ def test_only_an_existing_regular_file_is_filled(tmp_path) -> None:
     assert ran.returncode == 4 and b"not a regular file" in ran.stderr
     ran, _ = _host([str(tmp_path / "missing"), str(tmp_path / "out"), "4096", "0" * 64], lambda fd: None)
     assert ran.returncode == 4 and not (tmp_path / "out").exists()
+
+
+def _rebuilt(tmp_path) -> tuple[str, str, int, list[tuple[int, int]]]:
+    """An image and its rebuild: one run changed, data turned to zeros, data added in a hole."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    size = _odd_image(old)
+    subprocess.run(["cp", "--sparse=always", str(old), str(new)], check=True)
+    with open(new, "r+b") as f:
+        for offset, data in ((5 + 100, b"changed"), ((2 << 20) - 3, bytes(9)), (4 << 20, b"new data")):
+            f.seek(offset)
+            f.write(data)
+    ranges = delta.changed_extents(clustermap.compute(str(old)), clustermap.compute(str(new)), merge_gap=0)
+    assert ranges and sum(n for _, n in ranges) <= 3 * CLUSTER
+    return str(old), str(new), size, ranges
+
+
+def test_a_delta_is_the_changed_ranges_over_the_base_already_on_the_host(tmp_path) -> None:
+    old, new, size, ranges = _rebuilt(tmp_path)
+    tmp, final = tmp_path / "vfupload-x", tmp_path / "vfbase-new.raw"
+    tmp.write_bytes(b"")
+    want = clustermap.digest(clustermap.compute(new))
+    ran, sent = _host([str(tmp), str(final), str(size), want, old],
+                      lambda fd: transfer._send_runs(fd, new, size, None, ranges))
+    assert ran.returncode == 0, ran.stderr
+    assert final.read_bytes() == open(new, "rb").read() and sent == sum(n for _, n in ranges)
+    assert final.stat().st_blocks * 512 < size, "the base's holes stay holes"
+
+
+def test_a_delta_over_a_damaged_base_is_refused(tmp_path) -> None:
+    """The base's bytes are part of what the host hashes: a base that changed on the host is caught."""
+    old, new, size, ranges = _rebuilt(tmp_path)
+    with open(old, "r+b") as f:  # outside every changed range
+        f.seek(size - 10)
+        f.write(b"E")
+    tmp, final = tmp_path / "vfupload-x", tmp_path / "vfbase-new.raw"
+    tmp.write_bytes(b"")
+    want = clustermap.digest(clustermap.compute(new))
+    ran, _ = _host([str(tmp), str(final), str(size), want, old],
+                   lambda fd: transfer._send_runs(fd, new, size, None, ranges))
+    assert ran.returncode == 3 and not tmp.exists() and not final.exists()
