@@ -46,6 +46,12 @@ def parent_of(pid: int) -> int:
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
+def _trace(event: str) -> None:
+    with contextlib.suppress(ImportError):  # the project's own trace (VIRTFLEET_TRACE), once on the path
+        from providers.trace import trace
+        trace(event)
+
+
 def _connect() -> None:
     """The stack's hosts' connections (SSH master, then libvirt), each in a thread; failures are left
     to the provider's own calls, which report them."""
@@ -61,6 +67,7 @@ def _connect() -> None:
     for c in conns:
         threading.Thread(target=session.quietly, args=(session.virt, c), name=f"virtfleet-warm-{c.host}",
                          daemon=True).start()
+    _trace("zygote connecting")
 
 
 def _preload() -> None:
@@ -146,10 +153,12 @@ def become_provider(cli_pid: int, connect: bool) -> None:
         _connect()
     _preload()
     sys.path.pop(0)
+    _trace("zygote ready")
     conn = _accept(listener, cli_pid)
     listener.close()
     if conn is None:
         _give_up(0)
+    _trace("zygote handed over")
     try:
         request, fds = _receive(conn)
     except (OSError, ValueError, struct.error):
