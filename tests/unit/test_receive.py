@@ -136,7 +136,7 @@ def _rebuilt(tmp_path) -> tuple[str, str, int, list[tuple[int, int]]]:
             f.seek(offset)
             f.write(data)
     ranges = delta.changed_extents(clustermap.compute(str(old)), clustermap.compute(str(new)), merge_gap=0)
-    assert ranges and sum(n for _, n in ranges) <= 3 * CLUSTER
+    assert ranges and sum(n for _, n in ranges) <= 4 * CLUSTER  # the 9 bytes span a cluster edge
     return str(old), str(new), size, ranges
 
 
