@@ -51,6 +51,15 @@ def extents(fd, size, start=0):
         pos = hole
 
 
+def _map_of_holes(size):
+    """The cluster map's body for an image of `size` bytes of holes: what data then overwrites."""
+    n = -(-size // CLUSTER)
+    out = bytearray(ZERO * n)
+    if size % CLUSTER:  # the short last cluster hashes its real length
+        out[(n - 1) * DIGEST:] = hashlib.sha256(bytes(size % CLUSTER)).digest()
+    return out
+
+
 def _hash_range(path, lo, hi, out):
     """Hash the data clusters of [lo, hi) (cluster aligned) into `out`; holes keep the zero hash."""
     fd = os.open(path, os.O_RDONLY)
@@ -77,11 +86,9 @@ def compute(path, workers=2, size=None):
     """The cluster map of the first `size` bytes of a file (all of it by default), by `workers` threads."""
     if size is None:
         size = os.path.getsize(path)
-    n = -(-size // CLUSTER)
-    out = bytearray(ZERO * n)
-    if size % CLUSTER:  # the short last cluster hashes its real length
-        out[(n - 1) * DIGEST:] = hashlib.sha256(bytes(size % CLUSTER)).digest()
-    part = -(-n // max(1, workers)) * CLUSTER
+    out = _map_of_holes(size)
+    clusters = len(out) // DIGEST
+    part = -(-clusters // max(1, workers)) * CLUSTER  # each worker's contiguous share, in bytes
     threads = [threading.Thread(target=_hash_range, args=(path, lo, min(size, lo + part), out))
                for lo in range(0, size, part)] if size else []
     for t in threads:
@@ -103,10 +110,7 @@ class StreamMap:
 
     def __init__(self, size):
         self.size, self.pos = size, 0
-        n = -(-size // CLUSTER)
-        self.out = bytearray(ZERO * n)
-        if size % CLUSTER:
-            self.out[(n - 1) * DIGEST:] = hashlib.sha256(bytes(size % CLUSTER)).digest()
+        self.out = _map_of_holes(size)
         self.part_index, self.part = -1, None
 
     def _flush(self):
