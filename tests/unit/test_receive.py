@@ -15,22 +15,15 @@ import pytest
 from providers import clustermap, delta
 from providers.clustermap import CLUSTER, FRAME, StreamMap
 from providers.remote import transfer
+from tests.unit.files import write_sparse
 
 pytestmark = pytest.mark.unit
-
-
-def _image(path, size: int, runs: dict[int, bytes]) -> None:
-    with open(path, "wb") as f:
-        f.truncate(size)
-        for off, data in runs.items():
-            f.seek(off)
-            f.write(data)
 
 
 def _odd_image(path) -> int:
     """Data starting and ending inside clusters, a run across a cluster edge, a short last cluster."""
     size = (5 << 20) + 4097
-    _image(path, size, {5: os.urandom(70000), (2 << 20) - 3: b"\1" * 9, (3 << 20) + 4096: os.urandom(CLUSTER * 3),
+    write_sparse(path, size, {5: os.urandom(70000), (2 << 20) - 3: b"\1" * 9, (3 << 20) + 4096: os.urandom(CLUSTER * 3),
                         size - 10: b"end of it!"})
     return size
 
