@@ -8,7 +8,8 @@ import subprocess
 import pytest
 
 from providers import delta, localimage
-from tests.unit.test_delta import _reference_digest, _write
+from tests.unit.files import write_sparse
+from tests.unit.test_delta import _reference_digest
 
 pytestmark = pytest.mark.unit
 
@@ -21,7 +22,7 @@ def caches(tmp_path, monkeypatch):
 
 
 def _sparse(path, size: int, at: dict[int, bytes]) -> bytes:
-    _write(path, size, at)
+    write_sparse(path, size, at)
     with open(path, "rb") as f:
         return f.read()
 
