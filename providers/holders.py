@@ -11,9 +11,8 @@ the list is full (about 200 holders on ext4), the base is pinned instead: never 
 
 This file imports nothing of virtfleet: it runs on the host as `python3 -c SOURCE OP BASE [HOLDER]`.
 It prints one line: `held`, `missing`, `removed`, `kept held N`, `kept used NAME`, `kept pinned`, or
-`untracked`
-(a base from before holders were kept, or a file system without user extended attributes: the caller
-falls back to its own rule).
+`untracked` (a base from before holders were kept, or a file system without user extended attributes:
+the caller falls back to its own rule).
 """
 
 import errno

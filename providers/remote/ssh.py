@@ -3,7 +3,7 @@
 The master (ControlMaster) carries libvirt's qemu+ssh RPC (see `session`), its upload streams and every
 remote command as multiplexed sessions, so a run pays one SSH handshake per host.  (paramiko's
 pure-Python transport moves ~250 MiB/s for all hosts together on these machines, OpenSSH 400+ MiB/s, so
-bulk image data rides OpenSSH; paramiko parses and checks the key material before anything connects.)
+bulk image data rides OpenSSH; paramiko checks a configured private key before anything connects.)
 
 The masters live in a per-user runtime directory (0700, checked): the provider process opens them early
 (scripts/provider_handoff.py), other processes of the run find them, and at its exit it asks them to stop

@@ -81,7 +81,6 @@ def _send(stream: libvirt.virStream, fd: int, offset: int, length: int, done: Ca
             done(n)
 
 
-
 def upload(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: str,
            progress: Progress | None = None, sparse: bool = True) -> int:
     """Upload a local file into a volume with libvirt's stream.  Returns the bytes sent.
