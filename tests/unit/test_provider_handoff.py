@@ -45,7 +45,12 @@ def _start_plugin() -> tuple[subprocess.Popen[str], int]:
     return plugin, int(line)
 
 
-def test_the_plugin_hands_over_to_the_early_provider_and_relays_its_stop(tmp_path) -> None:
+# The engine sends SIGINT to the plugin when a run is over and kills it 5 s later if it is still there.
+ENGINE_KILLS_AFTER = 5.0
+
+
+@pytest.mark.parametrize("attempt", range(4))  # the stop once depended on which thread Linux chose
+def test_the_plugin_hands_over_to_the_early_provider_and_relays_its_stop(attempt: int) -> None:
     sys.path.insert(0, os.path.join(lab.ROOT, "scripts"))
     try:
         import provider_handoff
@@ -60,8 +65,9 @@ def test_the_plugin_hands_over_to_the_early_provider_and_relays_its_stop(tmp_pat
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass  # it answers
         plugin.send_signal(signal.SIGINT)  # how the engine stops a plugin at the end of a run
-        assert plugin.wait(timeout=20) == 0
-        assert early.wait(timeout=20) == 0
+        # it must stop on the signal itself, before the engine would kill it (not a speed target)
+        assert early.wait(timeout=ENGINE_KILLS_AFTER - 1) == 0
+        assert plugin.wait(timeout=ENGINE_KILLS_AFTER - 1) == 0
     finally:
         for p in (early,):
             if p.poll() is None:
