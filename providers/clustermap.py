@@ -16,8 +16,10 @@ hashed in the same pass.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
+import mmap
 import os
 import stat
 import struct
@@ -28,6 +30,7 @@ CLUSTER = 64 << 10
 DIGEST = 32
 HEADER = struct.Struct(">QQ")  # cluster size, image size
 READ = 4 << 20
+ALIGN = 4096  # direct I/O's unit: offsets, lengths and memory on these boundaries
 ZERO = hashlib.sha256(bytes(CLUSTER)).digest()
 
 
@@ -166,15 +169,69 @@ def _read_into(stream, view):
         got += n
 
 
+def _piece(offset, length, room):
+    """How much of a run at `offset` to take into an aligned buffer of `room` bytes: up to the next
+    ALIGN boundary first when `offset` is off one, so that every later piece starts on one."""
+    return min(length, room, ALIGN - offset % ALIGN if offset % ALIGN else room)
+
+
 def _copy(src, lo, hi, put, buf):
     """put() the data runs of the open file `src` in [lo, hi), read into `buf` piece by piece."""
     for is_data, offset, length in extents(src, hi, lo):
         while is_data and length:
-            n = os.preadv(src, [buf[:min(length, len(buf))]], offset)
+            n = os.preadv(src, [buf[:_piece(offset, length, len(buf))]], offset)
             if not n:
                 break  # the file ends here: the rest reads as zeros
             put(offset, buf[:n])
             offset, length = offset + n, length - n
+
+
+class _Writer:
+    """Writes into an existing file: whole ALIGN blocks from page-aligned memory with O_DIRECT, the
+    rest (a run's unaligned edges) through the page cache.
+
+    Direct writes go from the receiver's one buffer to the disk and fill no page cache.  On the lab's
+    hosts (virtual machines whose free memory goes back to the hypervisor) every new page-cache page
+    cost a fault in the hypervisor: copying 1.2 GiB into new pages took 1.4 s of CPU, the largest
+    share of an upload.  A file system that refuses O_DIRECT (at open or at the first write) gets
+    everything through the page cache, as before."""
+
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_WRONLY)
+        self.direct = None
+        flag = getattr(os, "O_DIRECT", 0)
+        if flag and stat.S_ISREG(os.fstat(self.fd).st_mode):
+            try:
+                self.direct = os.open(path, os.O_WRONLY | flag)
+            except OSError:
+                self.direct = None
+
+    def write(self, offset, view):
+        """`view` starts on a page boundary in memory (a piece of an mmap buffer)."""
+        if self.direct is not None and offset % ALIGN == 0:
+            whole = len(view) - len(view) % ALIGN
+            done = 0
+            try:
+                while done < whole:
+                    n = os.pwrite(self.direct, view[done:whole], offset + done)
+                    if n <= 0 or n % ALIGN:
+                        done += max(n, 0)
+                        break  # a short write: the rest through the page cache
+                    done += n
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                os.close(self.direct)
+                self.direct = None  # the file system takes no direct I/O here
+            view, offset = view[done:], offset + done
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view, offset = view[n:], offset + n
+
+    def close(self):
+        if self.direct is not None:
+            os.close(self.direct)
+        os.close(self.fd)
 
 
 def receive(tmp, final, size, want, stream, base=""):
@@ -182,21 +239,20 @@ def receive(tmp, final, size, want, stream, base=""):
     the rest reads as holes), then publish it as `final` (read-only) when its digest is `want`.  With
     `base` (a delta), the base's data between the runs is copied in first, hashed the same way.
     Returns the digest found; `tmp` is removed on any failure."""
-    fd = os.open(tmp, os.O_WRONLY)
+    out = _Writer(tmp)
+    fd = out.fd
     if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
+        out.close()
         raise ValueError(f"{tmp} is not a regular file")
     src = None
     try:
         os.ftruncate(fd, size)  # (not to 0 first: ext4 would write the file back at close, as a replacement)
         smap, head = StreamMap(size), bytearray(FRAME.size)
-        buf, copy_buf = memoryview(bytearray(READ)), memoryview(bytearray(READ))
+        buf, copy_buf = memoryview(mmap.mmap(-1, READ)), memoryview(mmap.mmap(-1, READ))  # page-aligned
 
         def put(offset, chunk):
             smap.add(offset, chunk)
-            while chunk:
-                n = os.pwrite(fd, chunk, offset)
-                chunk, offset = chunk[n:], offset + n
+            out.write(offset, chunk)
 
         src = os.open(base, os.O_RDONLY) if base else None
         print("ready", flush=True)
@@ -210,7 +266,7 @@ def receive(tmp, final, size, want, stream, base=""):
                 _copy(src, done, offset, put, copy_buf)
             done = offset + length
             while length:
-                chunk = buf[:min(length, READ)]
+                chunk = buf[:_piece(offset, length, READ)]
                 _read_into(stream, chunk)
                 put(offset, chunk)
                 offset, length = offset + len(chunk), length - len(chunk)
@@ -221,13 +277,13 @@ def receive(tmp, final, size, want, stream, base=""):
             raise LookupError(found)
         os.fchmod(fd, 0o444)
     except BaseException:
-        os.close(fd)
+        out.close()
         os.unlink(tmp)
         raise
     finally:
         if src is not None:
             os.close(src)
-    os.close(fd)
+    out.close()
     os.rename(tmp, final)
     return found
 

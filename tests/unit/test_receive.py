@@ -3,7 +3,9 @@ an isolated interpreter, fed by the sender's own framing (`transfer._send_runs`)
 
 from __future__ import annotations
 
+import fcntl
 import itertools
+import mmap
 import os
 import stat
 import subprocess
@@ -157,3 +159,63 @@ def test_a_delta_over_a_damaged_base_is_refused(tmp_path) -> None:
     ran, _ = _host([str(tmp), str(final), str(size), want, old],
                    lambda fd: transfer._send_runs(fd, new, size, None, ranges))
     assert ran.returncode == 3 and not tmp.exists() and not final.exists()
+
+
+def _pieces(size: int) -> list[tuple[int, bytes]]:
+    """Aligned and unaligned pieces, as the receiver gets them: an unaligned run's head up to the next
+    4 KiB edge, then aligned pieces, the last one short."""
+    out, pos = [], 0
+    for offset, length in ((3, 5000), (3 << 20, (1 << 20) + 100), (size - 4096, 4096)):
+        pos = offset
+        while length:
+            n = clustermap._piece(pos, length, 1 << 20)
+            out.append((pos, os.urandom(n)))
+            pos, length = pos + n, length - n
+    return out
+
+
+def _write_all(path, size: int, pieces: list[tuple[int, bytes]]) -> clustermap._Writer:
+    with open(path, "wb") as f:
+        f.truncate(size)
+    w = clustermap._Writer(str(path))
+    buf = memoryview(mmap.mmap(-1, 1 << 20))
+    for offset, data in pieces:
+        buf[:len(data)] = data
+        w.write(offset, buf[:len(data)])
+    return w
+
+
+def _expected(size: int, pieces: list[tuple[int, bytes]]) -> bytes:
+    want = bytearray(size)
+    for offset, data in pieces:
+        want[offset:offset + len(data)] = data
+    return bytes(want)
+
+
+def test_the_writer_puts_aligned_blocks_direct_and_the_edges_through_the_cache(tmp_path) -> None:
+    size = 8 << 20
+    pieces = _pieces(size)
+    assert all(o % 4096 == 0 for o, _ in pieces[1:3]), "after an unaligned head, pieces start on an edge"
+    w = _write_all(tmp_path / "f", size, pieces)
+    assert w.direct is not None, "this file system takes O_DIRECT: the aligned blocks went that way"
+    w.close()
+    assert (tmp_path / "f").read_bytes() == _expected(size, pieces)
+
+
+def test_a_file_system_without_direct_io_gets_everything_through_the_cache(tmp_path, monkeypatch) -> None:
+    size, real = 8 << 20, os.pwrite
+    refused = []
+
+    def pwrite(fd: int, data, offset: int) -> int:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refused.append(offset)
+            raise OSError(22, "Invalid argument")  # EINVAL: what such a file system answers
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(clustermap.os, "pwrite", pwrite)
+    pieces = _pieces(size)
+    w = _write_all(tmp_path / "f", size, pieces)
+    assert len(refused) == 1 and w.direct is None, "refused once, then never tried again"
+    w.close()
+    monkeypatch.setattr(clustermap.os, "pwrite", real)
+    assert (tmp_path / "f").read_bytes() == _expected(size, pieces)
