@@ -125,8 +125,8 @@ def test_the_provider_stops_on_the_engines_signal_after_every_run(tmp_path, uniq
     name = f"stop-{unique}"
     sweep.append(("h1", name))
     trace = tmp_path / "trace"
-    stack = Stack(str(tmp_path), f"stop{unique}", config({"h1": {name: guest(name, shutdownTimeout=1)}}),
-                  env={"VIRTFLEET_TRACE": str(trace)})
+    one = guest(name, shutdownTimeout=1, deleteDiskOnDestroy=True)
+    stack = Stack(str(tmp_path), f"stop{unique}", config({"h1": {name: one}}), env={"VIRTFLEET_TRACE": str(trace)})
     try:
         for run in range(6):  # a create, then no-op runs while the guest boots (busy cores: how it was seen)
             trace.unlink(missing_ok=True)
