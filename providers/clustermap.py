@@ -187,7 +187,7 @@ def _copy(src, lo, hi, put, buf):
 
 
 class _Writer:
-    """Writes into an existing file: whole ALIGN blocks from page-aligned memory with O_DIRECT, the
+    """Writes into an existing regular file: whole ALIGN blocks from page-aligned memory with O_DIRECT, the
     rest (a run's unaligned edges) through the page cache.
 
     Direct writes go from the receiver's one buffer to the disk and fill no page cache.  On the lab's
@@ -198,9 +198,12 @@ class _Writer:
 
     def __init__(self, path):
         self.fd = os.open(path, os.O_WRONLY)
+        if not stat.S_ISREG(os.fstat(self.fd).st_mode):
+            os.close(self.fd)
+            raise ValueError(f"{path} is not a regular file")
         self.direct = None
         flag = getattr(os, "O_DIRECT", 0)
-        if flag and stat.S_ISREG(os.fstat(self.fd).st_mode):
+        if flag:
             try:
                 self.direct = os.open(path, os.O_WRONLY | flag)
             except OSError:
@@ -239,11 +242,8 @@ def receive(tmp, final, size, want, stream, base=""):
     the rest reads as holes), then publish it as `final` (read-only) when its digest is `want`.  With
     `base` (a delta), the base's data between the runs is copied in first, hashed the same way.
     Returns the digest found; `tmp` is removed on any failure."""
-    out = _Writer(tmp)
+    out = _Writer(tmp)  # (refuses anything but a regular file)
     fd = out.fd
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        out.close()
-        raise ValueError(f"{tmp} is not a regular file")
     src = None
     try:
         os.ftruncate(fd, size)  # (not to 0 first: ext4 would write the file back at close, as a replacement)

@@ -42,10 +42,7 @@ class Stack:
                 made = yaml.safe_load(f) or {}
             if set(made) - {"encryptionsalt"}:
                 return  # a stack file someone wrote: not init's, leave it
-            doc: dict[str, Any] = {}
-            if os.path.exists(self.config_file):
-                with open(self.config_file) as f:
-                    doc = yaml.safe_load(f) or {}
+            doc = self._config_doc()
             if "encryptionsalt" in made and "encryptionsalt" not in doc:
                 doc["encryptionsalt"] = made["encryptionsalt"]
                 with open(self.config_file, "w") as f:
@@ -53,11 +50,15 @@ class Stack:
             os.remove(stray)
             return
 
+    def _config_doc(self) -> dict[str, Any]:
+        """The stack's config file as a document ({} before it exists)."""
+        if not os.path.exists(self.config_file):
+            return {}
+        with open(self.config_file) as f:
+            return yaml.safe_load(f) or {}
+
     def write_config(self, config: dict[str, Any]) -> None:
-        doc: dict[str, Any] = {}
-        if os.path.exists(self.config_file):
-            with open(self.config_file) as f:
-                doc = yaml.safe_load(f) or {}
+        doc = self._config_doc()
         keep = {k: v for k, v in (doc.get("config") or {}).items() if not k.startswith("virtfleet:") or
                 isinstance(v, dict) and "secure" in v}
         doc["config"] = {**keep, **{f"virtfleet:{k}": v for k, v in config.items()}}

@@ -164,7 +164,7 @@ def test_a_delta_over_a_damaged_base_is_refused(tmp_path) -> None:
 def _pieces(size: int) -> list[tuple[int, bytes]]:
     """Aligned and unaligned pieces, as the receiver gets them: an unaligned run's head up to the next
     4 KiB edge, then aligned pieces, the last one short."""
-    out, pos = [], 0
+    out = []
     for offset, length in ((3, 5000), (3 << 20, (1 << 20) + 100), (size - 4096, 4096)):
         pos = offset
         while length:
