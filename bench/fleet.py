@@ -16,13 +16,19 @@ QEMU's display emulation, not the control plane.  `--graphics spice` runs it wit
 `--cpu-priority idle` gives both sides' guests idle-priority vCPUs (`cpuPriority: idle`): booting TCG
 guests then only use CPU time the control planes leave, as on hardware of their own.
 
-usage: bench/fleet.py [--graphics none|spice] [--cpu-priority normal|idle] [N ...]
-       (defaults: none, normal, N = 10 30 60; the lab up with 3 hosts)
+Rounds: a fleet of 10 is measured in 3 rounds (baseline, then virtfleet, each on a settled machine) and
+the row gives the medians and each round's ratio: one round of either side varied by up to 1.6x here
+(the baseline took 6.0-9.7 s for the same 10 guests).  Larger fleets take one round (`--rounds R` sets
+it for every N).
+
+usage: bench/fleet.py [--graphics none|spice] [--cpu-priority normal|idle] [--rounds R] [N ...]
+       (defaults: none, normal, 3 rounds for N <= 10 else 1, N = 10 30 60; the lab up with 3 hosts)
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -160,21 +166,32 @@ def row(cells: list[str]) -> None:
     print("| " + " | ".join(cells) + " |", flush=True)
 
 
+def remove_fleet(stack: Stack, gs: dict[str, list[str]]) -> None:
+    """Destroy the stack's guests and their kept disks (deleteDiskOnDestroy is false by default)."""
+    stack.destroy()
+    for host, g_list in gs.items():
+        for g in g_list:
+            lab.virsh(host, "vol-delete", "--pool", "guests", f"{g}.qcow2", check=False)
+
+
 def main() -> int:
     global GRAPHICS, PRIORITY
     args = sys.argv[1:]
-    while args[:1] in (["--graphics"], ["--cpu-priority"]):
+    rounds = 0
+    while args[:1] in (["--graphics"], ["--cpu-priority"], ["--rounds"]):
         if args[0] == "--graphics":
             GRAPHICS = args[1]
+        elif args[0] == "--rounds":
+            rounds = int(args[1])
         else:
             PRIORITY = args[1]
         args = args[2:]
     sizes = [int(a) for a in args] or [10, 30, 60]
     print(f"guests: graphics {GRAPHICS}, cpuPriority {PRIORITY}", flush=True)
     tmp = tempfile.mkdtemp(prefix="virtfleet-fleet-", dir=os.path.join(lab.ROOT, ".state"))
-    row(["N guests", "baseline virsh (s)", "virtfleet up (s)", "ratio", "no-op preview (s)",
+    row(["N guests", "baseline virsh (s)", "virtfleet up (s)", "ratio", "each round", "no-op preview (s)",
          "floor preview, same #resources (s)", "ratio", "CPU busy before the previews"])
-    row(["---"] * 8)
+    row(["---"] * 9)
     for n in sizes:
         gs = names(n, "v")
         one = {"memory": MEMORY, "shutdownTimeout": 0, "graphics": GRAPHICS, "cpuPriority": PRIORITY}
@@ -186,14 +203,18 @@ def main() -> int:
             HostProvider().create(host_props(h))
             held[h] = BaseImageProvider().create(image_props(h)).outs
         bases_path = held[HOSTS[-1]]["path"]
-        settle()
-        b = baseline(tmp, n, os.path.basename(bases_path), bases_path)
-        settle()
-        t0 = time.monotonic()
-        trace(f"B4 {n} up begin")
-        stack.up()
-        trace(f"B4 {n} up end")
-        v = time.monotonic() - t0
+        bs, vs = [], []
+        for r in range(rounds or (3 if n <= 10 else 1)):
+            if r:
+                remove_fleet(stack, gs)
+            settle()
+            bs.append(baseline(tmp, n, os.path.basename(bases_path), bases_path))
+            settle()
+            t0 = time.monotonic()
+            trace(f"B4 {n} up begin")
+            stack.up()
+            trace(f"B4 {n} up end")
+            vs.append(time.monotonic() - t0)
         resources = len(stack.export()["deployment"]["resources"])
         busy = settle()  # the new guests boot under TCG and load both cores: let them finish first
         floor_stack = floor_stack_of(tmp, resources)
@@ -202,12 +223,11 @@ def main() -> int:
             ps.append(timed_preview(stack))
             fs.append(timed_preview(floor_stack))
         p, f = min(ps), min(fs)
-        row([str(n), f"{b:.1f}", f"{v:.1f}", f"{v / b:.2f}x", f"{p:.1f}", f"{f:.1f} ({resources} res.)",
-             f"{p / f:.2f}x", f"{busy:.0%}"])
-        stack.destroy()
-        for host, g_list in gs.items():
-            for g in g_list:
-                lab.virsh(host, "vol-delete", "--pool", "guests", f"{g}.qcow2", check=False)
+        pairs = list(zip(bs, vs, strict=True))
+        row([str(n), f"{statistics.median(bs):.1f}", f"{statistics.median(vs):.1f}",
+             f"{statistics.median(v / b for b, v in pairs):.2f}x", " ".join(f"{b:.1f}/{v:.1f}" for b, v in pairs),
+             f"{p:.1f}", f"{f:.1f} ({resources} res.)", f"{p / f:.2f}x", f"{busy:.0%}"])
+        remove_fleet(stack, gs)
         for outs in held.values():  # let go of the bases (kept while the baseline's disks use them)
             BaseImageProvider().delete("base", outs)
     return 0

@@ -1,17 +1,20 @@
 """The waiting side of the provider's fast start (see scripts/langhost/handoff.go for the plugin side).
 
-`pulumi_dynamic_host.py --zygote CLI_PID [--connect]` is started by scripts/pulumi_program_exec.py when
-a program starts.  It claims the abstract unix socket named after the user and the CLI's pid; for
-`pulumi up` (--connect) it opens the stack's hosts' SSH and libvirt connections in the background (from
-the program's config, which it inherits; nothing on a host changes); it imports what the provider
-needs, then waits for the engine's launch of the provider plugin.  The plugin (same user, checked with
-SO_PEERCRED, and a child of the same CLI) sends its arguments, environment, working directory and
-stdin/stdout/stderr; this process takes them over and returns, and pulumi_dynamic_host.py goes on as
-the provider.  Bytes from the plugin afterwards are the engine's signals to it ('I' SIGINT, 'T'
-SIGTERM); the plugin going away ends this process.  Anything unexpected before the hand-over (the name
-taken, no launch before the CLI exits) ends it quietly: the plugin then starts a provider the usual way.
+`pulumi_dynamic_host.py --zygote CLI_PID [--connect]` is started by the language host at its first call
+that names the program (scripts/langhost/main.go: the CLI asks for the program's plugins well before it
+runs it), or else by scripts/pulumi_program_exec.py when the program starts.  It claims the abstract
+unix socket named after the user and the CLI's pid, imports what the provider needs, then waits.  Two
+kinds of callers connect (same user, checked with SO_PEERCRED, and started by the same CLI):
+- the program, for `pulumi up`: {"connect": CONFIG} (the program's config; without a waiting process it
+  starts one with --connect, which reads it from its own environment).  This process then opens the
+  stack's hosts' SSH and libvirt connections in the background; nothing on a host changes.
+- the provider plugin, launched by the engine: it sends its arguments, environment, working directory
+  and stdin/stdout/stderr; this process takes them over and returns, and pulumi_dynamic_host.py goes on
+  as the provider.  Bytes from the plugin afterwards are the engine's signals to it ('I' SIGINT, 'T'
+  SIGTERM); the plugin going away ends this process.
+Anything unexpected before the hand-over (the name taken, no launch before the CLI exits) ends it
+quietly: the plugin then starts a provider the usual way.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -28,6 +31,18 @@ MAX_MESSAGE = 1 << 20
 
 def name(cli_pid: int) -> bytes:
     return f"\0virtfleet-provider-{os.getuid()}-{cli_pid}".encode()
+
+
+def ask(cli_pid: int, request: dict) -> bool:
+    """Send a request to the waiting process of this CLI; False when none listens."""
+    body = json.dumps(request).encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(name(cli_pid))
+            s.sendall(struct.pack(">I", len(body)) + body)
+        except OSError:
+            return False
+    return True
 
 
 def _alive(pid: int) -> bool:
@@ -52,13 +67,12 @@ def _trace(event: str) -> None:
         trace(event)
 
 
-def _connect() -> None:
-    """The stack's hosts' connections (SSH master, then libvirt), each in a thread; failures are left
-    to the provider's own calls, which report them."""
+def _connect(config: dict) -> None:
+    """The stack's hosts' connections (SSH master, then libvirt), each in a thread, from the program's
+    config; failures are left to the provider's own calls, which report them."""
     try:
         from components.config import host_connections
         from providers.remote import session
-        config = json.loads(os.environ.get("PULUMI_CONFIG") or "{}")
         hosts = json.loads(config.get("virtfleet:hosts") or "{}")
         session.set_private_key(config.get("virtfleet:sshPrivateKey"))
         conns = host_connections(hosts)
@@ -95,8 +109,18 @@ def _give_up(code: int) -> None:
     os._exit(code)
 
 
+def _started_by(pid: int, cli_pid: int) -> bool:
+    """Whether `pid` is the CLI's child (the provider plugin) or grandchild (the program, under the
+    language host)."""
+    try:
+        parent = parent_of(pid)
+        return cli_pid in (parent, parent_of(parent))
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def _accept(listener: socket.socket, cli_pid: int) -> socket.socket | None:
-    """The plugin's connection: same user, started by the same CLI.  None once the CLI is gone."""
+    """A caller's connection: same user, started by the same CLI.  None once the CLI is gone."""
     listener.settimeout(1.0)
     while _alive(cli_pid):
         try:
@@ -104,13 +128,30 @@ def _accept(listener: socket.socket, cli_pid: int) -> socket.socket | None:
         except TimeoutError:
             continue
         pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-        try:
-            ours = uid == os.getuid() and parent_of(pid) == cli_pid
-        except (OSError, ValueError, IndexError):
-            ours = False
-        if ours:
+        if uid == os.getuid() and _started_by(pid, cli_pid):
             return conn
         conn.close()
+    return None
+
+
+def _plugin(listener: socket.socket, cli_pid: int) -> tuple[socket.socket, dict, list[int]] | None:
+    """Wait for the provider plugin's hand-over; the program's connect request on the way is served
+    (once).  None once the CLI is gone."""
+    connecting = False
+    while (conn := _accept(listener, cli_pid)) is not None:
+        try:
+            request, fds = _receive(conn)
+        except (OSError, ValueError, struct.error):
+            conn.close()
+            continue
+        if "connect" not in request:
+            return conn, request, fds
+        conn.close()
+        for fd in fds:
+            os.close(fd)
+        if not connecting and isinstance(request["connect"], dict):
+            connecting = True
+            _connect(request["connect"])
     return None
 
 
@@ -153,22 +194,19 @@ def become_provider(cli_pid: int, connect: bool) -> None:
         listener.bind(name(cli_pid))
     except OSError:
         os._exit(0)  # another run's process holds the name: it serves this launch
-    listener.listen(1)
+    listener.listen(4)
     sys.path.insert(0, os.getcwd())  # the program's project: its providers and components packages
     if connect:
-        _connect()
+        _connect(json.loads(os.environ.get("PULUMI_CONFIG") or "{}"))
     _preload()
-    sys.path.pop(0)
     _trace("zygote ready")
-    conn = _accept(listener, cli_pid)
+    plugin = _plugin(listener, cli_pid)
+    sys.path.pop(0)
     listener.close()
-    if conn is None:
+    if plugin is None:
         _give_up(0)
+    conn, request, fds = plugin
     _trace("zygote handed over")
-    try:
-        request, fds = _receive(conn)
-    except (OSError, ValueError, struct.error):
-        _give_up(1)
     for target, fd in zip((0, 1, 2), fds, strict=False):
         os.dup2(fd, target)
         os.close(fd)

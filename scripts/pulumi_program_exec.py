@@ -17,19 +17,26 @@ import sys
 
 
 def _start_provider(argv: list[str]) -> None:
-    """Start the dynamic-provider process now, so it imports (and for `pulumi up` opens the hosts'
-    connections) while the program runs: it waits for the engine's launch of the provider plugin and
-    becomes that provider (scripts/provider_handoff.py).  Keyed by the CLI's pid, the program's
-    grandparent (the CLI starts the language host, which starts this)."""
+    """Have the dynamic-provider process ready (scripts/provider_handoff.py): it imports (and for
+    `pulumi up` opens the hosts' connections) while the program runs, waits for the engine's launch of
+    the provider plugin and becomes that provider.  The language host usually started it already: it is
+    then asked to connect; else it is started here.  Keyed by the CLI's pid, the program's grandparent
+    (the CLI starts the language host, which starts this)."""
     host = os.environ.get("VIRTFLEET_PROVIDER_HOST")
     if not host:
         return
-    from provider_handoff import parent_of  # beside this file; the process that waits for the plugin
+    from provider_handoff import ask, parent_of  # beside this file; the process that waits for the plugin
     try:
         cli = parent_of(os.getppid())
     except (OSError, ValueError, IndexError):
         return
     up = "--dry_run" in argv and argv[argv.index("--dry_run") + 1:][:1] == ["false"]
+    try:
+        config = json.loads(os.environ.get("PULUMI_CONFIG") or "{}") if up else None
+    except ValueError:
+        config = None  # the program reports it
+    if ask(cli, {"connect": config}):
+        return
     subprocess.Popen([sys.executable, "-u", host, "--zygote", str(cli), *(["--connect"] if up else [])],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                      start_new_session=True)

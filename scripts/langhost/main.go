@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
@@ -47,6 +48,7 @@ type host struct {
 	execDir     string
 	programExec string
 	python      string
+	warm        sync.Once
 }
 
 // interpreter is the python of the program's virtualenv option, else the default one.
@@ -90,12 +92,40 @@ func (h *host) GetPluginInfo(context.Context, *emptypb.Empty) (*pulumirpc.Plugin
 	return &pulumirpc.PluginInfo{Version: v}, nil
 }
 
-func (h *host) GetRequiredPlugins(context.Context, *pulumirpc.GetRequiredPluginsRequest) (*pulumirpc.GetRequiredPluginsResponse, error) {
+func (h *host) GetRequiredPlugins(_ context.Context, req *pulumirpc.GetRequiredPluginsRequest) (*pulumirpc.GetRequiredPluginsResponse, error) {
+	h.startProvider(req.GetInfo())
 	return &pulumirpc.GetRequiredPluginsResponse{}, nil
 }
 
-func (h *host) GetRequiredPackages(context.Context, *pulumirpc.GetRequiredPackagesRequest) (*pulumirpc.GetRequiredPackagesResponse, error) {
+func (h *host) GetRequiredPackages(_ context.Context, req *pulumirpc.GetRequiredPackagesRequest) (*pulumirpc.GetRequiredPackagesResponse, error) {
+	h.startProvider(req.GetInfo())
 	return &pulumirpc.GetRequiredPackagesResponse{}, nil
+}
+
+// startProvider starts the dynamic-provider process in its waiting (`--zygote`) mode, once, from the
+// first call that names the program: the CLI starts a language host to ask for the program's plugins
+// well before it runs the program (it derives the stack's secrets key in between), so the provider
+// imports on a core that is otherwise idle, and is ready when the engine launches the provider plugin
+// (see handoff.go).  The program, once it runs, asks it to open the hosts' connections for an update
+// (scripts/pulumi_program_exec.py).  One per CLI: a second one finds the socket name taken and leaves;
+// with no plugin launch before the CLI exits, it leaves too.  Failing to start it costs nothing but time.
+func (h *host) startProvider(info *pulumirpc.ProgramInfo) {
+	script := os.Getenv("VIRTFLEET_PROVIDER_HOST")
+	if info == nil || script == "" {
+		return
+	}
+	h.warm.Do(func() {
+		py, err := h.interpreter(info)
+		if err != nil {
+			return
+		}
+		cmd := exec.Command(py, "-u", script, "--zygote", strconv.Itoa(os.Getppid()))
+		cmd.Dir = info.GetRootDirectory()
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if cmd.Start() == nil {
+			go cmd.Wait() //nolint:errcheck // reaped while this host lives; the process outlives it
+		}
+	})
 }
 
 func (h *host) GetProgramDependencies(context.Context, *pulumirpc.GetProgramDependenciesRequest) (*pulumirpc.GetProgramDependenciesResponse, error) {
@@ -111,11 +141,38 @@ func (h *host) About(_ context.Context, req *pulumirpc.AboutRequest) (*pulumirpc
 	if err != nil {
 		return nil, err
 	}
+	h.startProvider(req.GetInfo())
+	if v := venvVersion(py); v != "" {
+		return &pulumirpc.AboutResponse{Executable: py, Version: v}, nil
+	}
 	out, err := exec.Command(py, "-c", "import sys; print(sys.version.split()[0])").Output()
 	if err != nil {
 		return nil, fmt.Errorf("running %s: %w", py, err)
 	}
 	return &pulumirpc.AboutResponse{Executable: py, Version: strings.TrimSpace(string(out))}, nil
+}
+
+// venvVersion is the Python version a virtualenv's pyvenv.cfg records ("version = 3.11.7", or
+// "version_info" from virtualenv), "" when py is not in one: no interpreter start for `About`, which
+// the CLI asks for on every update.
+func venvVersion(py string) string {
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(filepath.Dir(py)), "pyvenv.cfg"))
+	if err != nil {
+		return ""
+	}
+	found := ""
+	for _, line := range strings.Split(string(data), "\n") {
+		key, value, ok := strings.Cut(line, "=")
+		switch k := strings.TrimSpace(key); {
+		case ok && k == "version":
+			return strings.TrimSpace(value)
+		case ok && k == "version_info": // 3.11.7.final.0
+			if parts := strings.Split(strings.TrimSpace(value), "."); len(parts) >= 3 {
+				found = strings.Join(parts[:3], ".")
+			}
+		}
+	}
+	return found
 }
 
 func (h *host) Run(_ context.Context, req *pulumirpc.RunRequest) (*pulumirpc.RunResponse, error) {

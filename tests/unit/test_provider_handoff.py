@@ -4,6 +4,7 @@ provider host (Python), with this test process in the CLI's place."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -110,3 +111,62 @@ def test_a_name_held_by_another_process_is_not_used() -> None:
         assert plugin.wait(timeout=20) == 0
     finally:
         squatter.kill()
+
+
+LANGHOST = os.path.join(lab.ROOT, "tools", "pulumi", "pulumi-language-python")
+
+
+def _zygotes_of(cli_pid: int) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"--zygote" in cmd and cmd[cmd.index(b"--zygote") + 1] == str(cli_pid).encode():
+            found.append(int(pid))
+    return found
+
+
+def test_the_language_host_starts_the_waiting_provider_when_asked_for_the_programs_plugins() -> None:
+    """The CLI asks a language host for the program's plugins well before it runs the program: the
+    provider process is started then (once), and the plugin hands over to it."""
+    import grpc
+    from google.protobuf import struct_pb2
+    from pulumi.runtime.proto import language_pb2, language_pb2_grpc
+
+    sys.path.insert(0, os.path.join(lab.ROOT, "scripts"))
+    try:
+        import provider_handoff
+    finally:
+        sys.path.pop(0)
+    options = struct_pb2.Struct()
+    options.update({"virtualenv": ".venv"})
+    info = language_pb2.ProgramInfo(root_directory=lab.ROOT, program_directory=lab.ROOT, entry_point=".",
+                                    options=options)
+    host = subprocess.Popen([LANGHOST, "127.0.0.1:1"], stdout=subprocess.PIPE, text=True, cwd=lab.ROOT)
+    early: list[int] = []
+    try:
+        port = int(host.stdout.readline())  # type: ignore[union-attr]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = language_pb2_grpc.LanguageRuntimeStub(channel)
+            stub.GetRequiredPackages(language_pb2.GetRequiredPackagesRequest(info=info), timeout=10)
+            stub.GetRequiredPackages(language_pb2.GetRequiredPackagesRequest(info=info), timeout=10)
+            about = stub.About(language_pb2.AboutRequest(info=info), timeout=10)
+        _wait_listening(provider_handoff.name(os.getpid()))
+        early = _zygotes_of(os.getpid())
+        assert len(early) == 1, early
+        venv_python = os.path.join(lab.ROOT, ".venv", "bin", "python")
+        version = subprocess.run([venv_python, "-c", "import platform; print(platform.python_version())"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        assert (about.executable, about.version) == (venv_python, version)
+        plugin, port = _start_plugin()
+        assert _port_owner(port) == early[0], "the early process serves the engine's port"
+        plugin.send_signal(signal.SIGINT)
+        assert plugin.wait(timeout=ENGINE_KILLS_AFTER - 1) == 0
+    finally:
+        host.kill()
+        for pid in early:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
