@@ -15,6 +15,7 @@ kinds of callers connect (same user, checked with SO_PEERCRED, and started by th
 Anything unexpected before the hand-over (the name taken, no launch before the CLI exits) ends it
 quietly: the plugin then starts a provider the usual way.
 """
+
 from __future__ import annotations
 
 import contextlib
