@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,16 @@ pytestmark = pytest.mark.unit
 
 PLUGIN = os.path.join(lab.ROOT, "tools", "pulumi", "pulumi-resource-pulumi-python")
 HOST = os.path.join(lab.ROOT, "scripts", "pulumi_dynamic_host.py")
+
+
+def _handoff() -> Any:
+    """scripts/provider_handoff.py (beside the provider host, not a package)."""
+    sys.path.insert(0, os.path.join(lab.ROOT, "scripts"))
+    try:
+        import provider_handoff
+    finally:
+        sys.path.pop(0)
+    return provider_handoff
 
 
 def _port_owner(port: int) -> int:
@@ -52,11 +63,7 @@ ENGINE_KILLS_AFTER = 5.0
 
 @pytest.mark.parametrize("attempt", range(4))  # the stop once depended on which thread Linux chose
 def test_the_plugin_hands_over_to_the_early_provider_and_relays_its_stop(attempt: int) -> None:
-    sys.path.insert(0, os.path.join(lab.ROOT, "scripts"))
-    try:
-        import provider_handoff
-    finally:
-        sys.path.pop(0)
+    provider_handoff = _handoff()
     early = subprocess.Popen([sys.executable, "-u", HOST, "--zygote", str(os.getpid())], cwd=lab.ROOT,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -93,11 +100,7 @@ def test_without_an_early_provider_the_plugin_starts_one_itself() -> None:
 def test_a_name_held_by_another_process_is_not_used() -> None:
     """Someone else's socket under the name (here: one that is not a provider and never answers) is
     refused by the checks and the plugin starts its own provider."""
-    sys.path.insert(0, os.path.join(lab.ROOT, "scripts"))
-    try:
-        import provider_handoff
-    finally:
-        sys.path.pop(0)
+    provider_handoff = _handoff()
     squatter = subprocess.Popen(["/usr/bin/python3", "-c", (
         "import socket, sys, time\n"
         "s = socket.socket(socket.AF_UNIX); s.bind(b'\\0' + sys.argv[1].encode()); s.listen(1)\n"
@@ -136,11 +139,7 @@ def test_the_language_host_starts_the_waiting_provider_when_asked_for_the_progra
     from google.protobuf import struct_pb2
     from pulumi.runtime.proto import language_pb2, language_pb2_grpc
 
-    sys.path.insert(0, os.path.join(lab.ROOT, "scripts"))
-    try:
-        import provider_handoff
-    finally:
-        sys.path.pop(0)
+    provider_handoff = _handoff()
     options = struct_pb2.Struct()
     options.update({"virtualenv": ".venv"})
     info = language_pb2.ProgramInfo(root_directory=lab.ROOT, program_directory=lab.ROOT, entry_point=".",
