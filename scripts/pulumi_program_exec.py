@@ -65,19 +65,31 @@ def _prehash() -> None:
                 pass  # the program reports a missing file with its config key
 
 
-def main() -> None:
-    _start_provider(sys.argv)
+def run(argv: list[str], forked: bool = False) -> int:
+    """Run the program (argv: this file, the SDK's exec script, its arguments); returns its exit code.
+    `forked`: this process is a fork of the waiting provider process (scripts/provider_handoff.py), which
+    opens the hosts' connections itself."""
+    if not forked:
+        _start_provider(argv)
     _prehash()
-    script = sys.argv[1]
-    sys.argv = sys.argv[1:]
+    from sdk_patches import debug_messages, lean_stack_traces  # beside this file
+    flush = debug_messages(bool(os.environ.get("VIRTFLEET_SDK_DEBUG")))
+    lean_stack_traces()
+    script = argv[1]
+    sys.argv = argv[1:]
     code = 0
     try:
         runpy.run_path(script, run_name="__main__")
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    flush()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)
+    return code
+
+
+def main() -> None:
+    os._exit(run(sys.argv))
 
 
 if __name__ == "__main__":

@@ -102,15 +102,20 @@ def forget(c: Connection) -> None:
     _forget_master(c)
 
 
+def _close(conn: libvirt.virConnect) -> None:
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.close()
+
+
 def close_all() -> None:
     """Close this process's libvirt connections; the masters it used stop once no other process's
     session rides on them."""
     trace("session close begin")
-    for conn in list(_virt.values()):
-        try:
-            conn.close()
-        except libvirt.libvirtError:
-            pass
+    closing = [threading.Thread(target=_close, args=(conn,), daemon=True) for conn in _virt.values()]
+    for t in closing:  # each waits for its host's answer and its ssh process: all hosts at once
+        t.start()
+    for t in closing:
+        t.join(timeout=10)
     _virt.clear()
     stop_masters()
     trace("session close end")

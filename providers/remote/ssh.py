@@ -272,20 +272,32 @@ def forget_master(c: Connection) -> None:
 
 
 def stop_masters() -> None:
-    """At the end of a process: the masters it used stop once no other process's session rides on them."""
-    for ctl in _masters.values():
-        if os.path.exists(ctl):
-            _control(ctl, "stop")
+    """At the end of a process: the masters it used stop once no other process's session rides on them
+    (all hosts' at once: each `ssh -O stop` takes a process start)."""
+    procs = [_control_start(ctl, "stop") for ctl in _masters.values() if os.path.exists(ctl)]
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     _masters.clear()
     if _runtime_dir[1:] == ["private"]:
         shutil.rmtree(_runtime_dir[0], ignore_errors=True)
 
 
-def _control(ctl: str, command: str) -> None:
+def _control_start(ctl: str, command: str) -> subprocess.Popen[bytes]:
     """`exit`: close the master on this control socket now; `stop`: once its sessions are done (the host
     name is not used with a ControlPath)."""
-    subprocess.run([ssh_binary(), "-o", f"ControlPath={ctl}", "-O", command, "virtfleet-host"],
-                   stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False)
+    return subprocess.Popen([ssh_binary(), "-o", f"ControlPath={ctl}", "-O", command, "virtfleet-host"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _control(ctl: str, command: str) -> None:
+    proc = _control_start(ctl, command)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _session_argv(c: Connection, argv: list[str]) -> list[str]:

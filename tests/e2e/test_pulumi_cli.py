@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -135,3 +136,56 @@ def test_the_provider_stops_on_the_engines_signal_after_every_run(tmp_path, uniq
             assert any(ln.endswith("session close end") for ln in lines), (run, lines[-5:])
     finally:
         stack.destroy()
+
+
+MARKED = '''
+import json, os, sys
+import pulumi
+import pulumi.dynamic
+config = pulumi.Config()
+with open(config.require("log"), "a") as f:
+    f.write(json.dumps({"forked": "provider_handoff" in sys.modules, "dryRun": pulumi.runtime.is_dry_run(),
+                        "cwd": os.getcwd()}) + "\\n")
+print("the program says hello")
+if config.get_bool("fail"):
+    sys.exit(3)
+
+class Nothing(pulumi.dynamic.ResourceProvider):
+    def create(self, props):
+        return pulumi.dynamic.CreateResult("n", props)
+
+class N(pulumi.dynamic.Resource):
+    def __init__(self, name):
+        super().__init__(Nothing(), name, {"v": 1})
+
+N("n")  # the engine then launches the provider
+pulumi.export("answer", 42)
+'''
+
+
+def test_the_program_runs_in_a_fork_of_the_waiting_provider_process(tmp_path) -> None:
+    """The language host starts the provider process early; it has the SDK imported, and the host's Run
+    has it fork the program (scripts/provider_handoff.py).  The preview's waiting process becomes the
+    preview's provider; the update's language host starts another one for the update.  Output, exit
+    codes and stack outputs come through as from a program in its own interpreter."""
+    project = project_with(tmp_path, "marked", MARKED)
+    log = tmp_path / "runs.jsonl"
+    stack = Stack(str(tmp_path), "dev", project_dir=project)
+    stack.run("config", "set", "log", str(log))
+
+    def runs() -> list[tuple[bool, bool]]:
+        seen = [json.loads(line) for line in log.read_text().splitlines()]
+        log.unlink()
+        assert {r["cwd"] for r in seen} == {project}
+        return [(r["forked"], r["dryRun"]) for r in seen]
+
+    out = stack.up()
+    assert "the program says hello" in out.stdout and stack.outputs() == {"answer": 42}
+    assert runs() == [(True, False)]
+    stack.run("up", "--yes")  # a preview, then the update
+    assert runs() == [(True, True), (True, False)]
+    stack.run("config", "set", "fail", "true")
+    for argv, expected in ((("preview",), [(True, True)]), (("up", "--yes"), [(True, True)])):
+        failed = stack.run(*argv, check=False)
+        assert failed.returncode != 0 and "exit code: 3" in failed.stdout + failed.stderr, failed.stdout
+        assert runs() == expected

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -169,3 +170,25 @@ def test_the_language_host_starts_the_waiting_provider_when_asked_for_the_progra
         for pid in early:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+
+def test_the_program_is_forked_only_from_a_process_with_one_thread() -> None:
+    """A fork copies only the calling thread: a process with more (its connections being opened, say)
+    never forks the program; the language host then runs it in a new interpreter."""
+    provider_handoff = _handoff()
+    mine, theirs = socket.socketpair()
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        run = {"argv": ["--dry_run", "false"], "env": ["PULUMI_CONFIG={}"], "cwd": "/"}
+        assert provider_handoff._run_program(mine, run, [], mine) is None  # no fork, nothing to connect with
+        theirs.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            theirs.recv(1)  # no 'S': nothing started
+    finally:
+        stop.set()
+        other.join()
+        mine.close()
+        theirs.close()

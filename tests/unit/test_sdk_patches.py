@@ -1,0 +1,91 @@
+"""The program runner's two changes to the SDK (scripts/sdk_patches.py): debug messages not sent unless
+asked for (then from a thread, in order), and resource stack traces cut to the program's frames."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+from tests import lab
+
+pytestmark = pytest.mark.unit
+
+
+def _patches() -> Any:
+    sys.path.insert(0, os.path.join(lab.ROOT, "scripts"))
+    try:
+        import sdk_patches
+    finally:
+        sys.path.pop(0)
+    return sdk_patches
+
+
+class _Engine:
+    def __init__(self) -> None:
+        self.got: list[tuple[str, int]] = []
+
+    def Log(self, req: Any) -> None:  # noqa: N802 - the gRPC stub's name
+        self.got.append((req.message, threading.get_ident()))
+
+
+@pytest.mark.parametrize("wanted", [False, True])
+def test_debug_messages_are_sent_only_when_asked_for_and_then_off_the_event_loop(monkeypatch, wanted) -> None:
+    from pulumi import log
+    monkeypatch.setattr(log, "debug", log.debug)  # restored afterwards
+    engine = _Engine()
+    monkeypatch.setattr(log, "get_engine", lambda: engine)
+    flush = _patches().debug_messages(wanted)
+    for i in range(50):
+        log.debug(f"m{i}")
+    flush()
+    assert [m for m, _ in engine.got] == ([f"m{i}" for i in range(50)] if wanted else [])
+    assert all(t != threading.get_ident() for _, t in engine.got), "sent from the caller's thread"
+
+
+class _Base:  # stands for the SDK's Resource, Custom/ComponentResource and the resource's own class
+    def __init__(self) -> None:
+        from pulumi.runtime import resource
+        self.trace = resource._get_stack_trace()
+
+
+class _Mid(_Base):
+    def __init__(self) -> None:
+        super().__init__()
+
+
+class _Concrete(_Mid):
+    def __init__(self) -> None:
+        super().__init__()
+
+
+class _Mine(_Concrete):
+    def __init__(self) -> None:
+        super().__init__()  # the trace's first frame
+
+
+def _make() -> _Mine:
+    return _Mine()
+
+
+def test_stack_traces_keep_the_programs_frames_only(monkeypatch) -> None:
+    from pulumi.runtime import resource
+    monkeypatch.setattr(resource, "_get_stack_trace", resource._get_stack_trace)
+    monkeypatch.chdir(lab.ROOT)
+    sdk_patches = _patches()
+    full = _make().trace
+    sdk_patches.lean_stack_traces()
+    lean = _make().trace
+    here = f"file://{os.path.realpath(__file__)}"
+    assert [f.pc.uri for f in lean.frames] == [here] * 3  # _Mine.__init__, _make, this test; not pytest's
+    assert [f.pc.line for f in lean.frames[:2]] == [f.pc.line for f in full.frames[:2]]  # the same two calls
+    assert len(full.frames) > 10  # the SDK's own: pytest's and pluggy's frames too
+
+
+def test_program_frames_stop_at_the_first_frame_outside_the_project() -> None:
+    sdk_patches = _patches()
+    frames = sdk_patches.program_frames(sys._getframe(), "/nonexistent-root")
+    assert frames == []
