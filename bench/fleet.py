@@ -16,13 +16,13 @@ QEMU's display emulation, not the control plane.  `--graphics spice` runs it wit
 `--cpu-priority idle` gives both sides' guests idle-priority vCPUs (`cpuPriority: idle`): booting TCG
 guests then only use CPU time the control planes leave, as on hardware of their own.
 
-Rounds: a fleet of 10 is measured in 3 rounds (baseline, then virtfleet, each on a settled machine) and
+Rounds: a fleet of 10 is measured in 5 rounds (baseline, then virtfleet, each on a settled machine) and
 the row gives the medians and each round's ratio: one round of either side varied by up to 1.6x here
-(the baseline took 6.0-9.7 s for the same 10 guests).  Larger fleets take one round (`--rounds R` sets
-it for every N).
+(the baseline took 6.0-9.7 s for the same 10 guests, virtfleet 3.7-5.2 s), so the median of 3 rounds
+still moved by 0.1x between runs.  Larger fleets take one round (`--rounds R` sets it for every N).
 
 usage: bench/fleet.py [--graphics none|spice] [--cpu-priority normal|idle] [--rounds R] [N ...]
-       (defaults: none, normal, 3 rounds for N <= 10 else 1, N = 10 30 60; the lab up with 3 hosts)
+       (defaults: none, normal, 5 rounds for N <= 10 else 1, N = 10 30 60; the lab up with 3 hosts)
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def main() -> int:
             held[h] = BaseImageProvider().create(image_props(h)).outs
         bases_path = held[HOSTS[-1]]["path"]
         bs, vs = [], []
-        for r in range(rounds or (3 if n <= 10 else 1)):
+        for r in range(rounds or (5 if n <= 10 else 1)):
             if r:
                 remove_fleet(stack, gs)
             settle()
