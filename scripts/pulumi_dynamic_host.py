@@ -69,7 +69,7 @@ def _on_sigint(signum: int, frame: Any) -> None:
         signal.default_int_handler(signum, frame)  # KeyboardInterrupt: the SDK's own orderly stop
     session = sys.modules.get("providers.remote.session")
     if session is not None:
-        session.close_all()
+        session.close_all(exiting=True)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

@@ -72,9 +72,10 @@ def run(argv: list[str], forked: bool = False) -> int:
     if not forked:
         _start_provider(argv)
     _prehash()
-    from sdk_patches import debug_messages, lean_stack_traces  # beside this file
+    from sdk_patches import debug_messages, lean_stack_traces, quick_loop_executor_shutdown  # beside this file
     flush = debug_messages(bool(os.environ.get("VIRTFLEET_SDK_DEBUG")))
     lean_stack_traces()
+    quick_loop_executor_shutdown()
     script = argv[1]
     sys.argv = argv[1:]
     code = 0

@@ -1,5 +1,5 @@
-"""Two costs of the Pulumi Python SDK on the program's critical path, removed by the program runner
-(scripts/pulumi_program_exec.py) before the program runs.  Both keep what a user sees.
+"""Three costs of the Pulumi Python SDK on the program's critical path, removed by the program runner
+(scripts/pulumi_program_exec.py) before the program runs.  All keep what a user sees.
 
 Debug messages.  The SDK sends five debug messages per resource ("registering resource", "prepared",
 "successful"...) to the engine, each as a blocking call on the program's event loop, which does nothing
@@ -14,6 +14,12 @@ it: the program's few, then the runner's, runpy's, the SDK's and asyncio's.  Tho
 saves were 40 % of its CPU time, and a step waits for its save).  The trace kept is the program's part
 (the frames up to the first one outside the project, or in the virtualenv), read from the frames
 without the source lines the SDK's `traceback.extract_stack()` reads for nothing.
+
+The end.  The SDK's runner (pulumi-language-python-exec) gives the event loop a thread pool of 4 threads
+per `--parallel` (64 here; each resource's registration holds one while the engine works on it) and,
+once every resource is done, shuts it down waiting for each thread to exit: 0.02-0.12 s after the last
+guest's start on a busy machine, before the engine may finish.  Nothing runs on them by then, and the
+process leaves right after (os._exit): the wait is left out.
 """
 
 from __future__ import annotations
@@ -107,3 +113,21 @@ def lean_stack_traces() -> None:
         return source_pb2.StackTrace(frames=[source_pb2.StackFrame(pc=resource._get_source_position_for_frame(f))
                                              for f in frames])
     resource._get_stack_trace = stack_trace
+
+
+def quick_loop_executor_shutdown() -> None:
+    """The event loop's default executor, once the runner sets one, shuts down without waiting for its
+    idle threads (see the module's docstring)."""
+    import asyncio
+    import concurrent.futures
+    setter = asyncio.BaseEventLoop.set_default_executor
+
+    def set_default_executor(loop: asyncio.BaseEventLoop, executor: Any) -> None:
+        if isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+            shutdown = executor.shutdown
+
+            def without_waiting(wait: bool = True, *, cancel_futures: bool = False) -> None:
+                shutdown(wait=False, cancel_futures=cancel_futures)
+            executor.shutdown = without_waiting  # type: ignore[method-assign]
+        setter(loop, executor)
+    asyncio.BaseEventLoop.set_default_executor = set_default_executor  # type: ignore[method-assign]

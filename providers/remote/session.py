@@ -107,9 +107,9 @@ def _close(conn: libvirt.virConnect) -> None:
         conn.close()
 
 
-def close_all() -> None:
+def close_all(exiting: bool = False) -> None:
     """Close this process's libvirt connections; the masters it used stop once no other process's
-    session rides on them."""
+    session rides on them (`exiting`: told so, not waited for)."""
     trace("session close begin")
     closing = [threading.Thread(target=_close, args=(conn,), daemon=True) for conn in _virt.values()]
     for t in closing:  # each waits for its host's answer and its ssh process: all hosts at once
@@ -117,7 +117,7 @@ def close_all() -> None:
     for t in closing:
         t.join(timeout=10)
     _virt.clear()
-    stop_masters()
+    stop_masters(wait=not exiting)
     trace("session close end")
 
 

@@ -271,11 +271,13 @@ def forget_master(c: Connection) -> None:
             _control(ctl, "exit")
 
 
-def stop_masters() -> None:
+def stop_masters(wait: bool = True) -> None:
     """At the end of a process: the masters it used stop once no other process's session rides on them
-    (all hosts' at once: each `ssh -O stop` takes a process start)."""
+    (all hosts' at once: each `ssh -O stop` takes a process start).  `wait=False`, for a process about
+    to exit: the `ssh -O stop`s finish on their own (a private runtime directory, removed here, is still
+    waited for)."""
     procs = [_control_start(ctl, "stop") for ctl in _masters.values() if os.path.exists(ctl)]
-    for proc in procs:
+    for proc in procs if wait or _runtime_dir[1:] == ["private"] else ():
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -89,3 +89,28 @@ def test_program_frames_stop_at_the_first_frame_outside_the_project() -> None:
     sdk_patches = _patches()
     frames = sdk_patches.program_frames(sys._getframe(), "/nonexistent-root")
     assert frames == []
+
+
+def test_the_loops_executor_shuts_down_without_waiting_for_its_threads(monkeypatch) -> None:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    monkeypatch.setattr(asyncio.BaseEventLoop, "set_default_executor", asyncio.BaseEventLoop.set_default_executor)
+    _patches().quick_loop_executor_shutdown()
+    loop = asyncio.new_event_loop()
+    executor = ThreadPoolExecutor(max_workers=2)
+    loop.set_default_executor(executor)
+    release = threading.Event()
+    busy = executor.submit(release.wait, 30)
+    try:
+        executor.shutdown(wait=True)  # as the SDK's runner calls it: returns with the thread still busy
+        assert not busy.done()
+        with pytest.raises(RuntimeError):
+            executor.submit(print)  # shut down all the same
+    finally:
+        release.set()
+        busy.result(timeout=10)
+        loop.close()
+    other = ThreadPoolExecutor(max_workers=1)  # not the loop's: untouched
+    late = other.submit(lambda: release.wait(0.2) and "done")
+    other.shutdown(wait=True)
+    assert late.done()
