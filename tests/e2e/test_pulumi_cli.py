@@ -189,3 +189,21 @@ def test_the_program_runs_in_a_fork_of_the_waiting_provider_process(tmp_path) ->
         failed = stack.run(*argv, check=False)
         assert failed.returncode != 0 and "exit code: 3" in failed.stdout + failed.stderr, failed.stdout
         assert runs() == expected
+
+
+def test_a_program_in_another_directory_than_the_project_runs_in_its_own_interpreter(tmp_path) -> None:
+    """The waiting process imported the project's modules from the project's root: a program elsewhere
+    (Pulumi.yaml `main:`) is not forked from it, so it imports its own."""
+    project = project_with(tmp_path, "elsewhere", "")
+    with open(os.path.join(project, "Pulumi.yaml"), "a") as f:
+        f.write("main: app/\n")
+    os.mkdir(os.path.join(project, "app"))
+    with open(os.path.join(project, "app", "__main__.py"), "w") as f:
+        f.write(MARKED)
+    log = tmp_path / "runs.jsonl"
+    stack = Stack(str(tmp_path), "dev", project_dir=project)
+    stack.run("config", "set", "log", str(log))
+    stack.up()
+    seen = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["forked"], r["dryRun"]) for r in seen] == [(False, False)]
+    assert stack.outputs() == {"answer": 42}
