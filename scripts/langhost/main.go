@@ -219,7 +219,7 @@ func (h *host) Run(_ context.Context, req *pulumirpc.RunRequest) (*pulumirpc.Run
 	if cliWantsDebug(os.Getppid()) {
 		env = append(env, "VIRTFLEET_SDK_DEBUG=1") // see scripts/sdk_patches.py
 	}
-	if c := forkable(req.GetInfo()); c != nil {
+	if c := forkable(req.GetInfo(), program); c != nil {
 		if code, started := runForked(c, args[1:], env, req.GetPwd()); started {
 			return runResponse(code), nil
 		}
@@ -241,11 +241,10 @@ func (h *host) Run(_ context.Context, req *pulumirpc.RunRequest) (*pulumirpc.Run
 }
 
 // forkable is the waiting provider process's connection when the program may run in its fork: it
-// imported the project's modules from the root directory, so only a program in that directory (no
+// imported the project's modules from the root directory, so only a program that is that directory (no
 // Pulumi.yaml `main:` elsewhere) would import the same ones in an interpreter of its own.
-func forkable(info *pulumirpc.ProgramInfo) *net.UnixConn {
-	if info != nil && info.GetProgramDirectory() != "" && info.GetRootDirectory() != "" &&
-		filepath.Clean(info.GetProgramDirectory()) != filepath.Clean(info.GetRootDirectory()) {
+func forkable(info *pulumirpc.ProgramInfo, program string) *net.UnixConn {
+	if info == nil || filepath.Clean(program) != filepath.Clean(info.GetRootDirectory()) {
 		return nil
 	}
 	return dialZygote(zygoteName(os.Getppid()))
