@@ -17,8 +17,9 @@ started by the same CLI):
   and stdin/stdout/stderr; this process takes them over and returns, and pulumi_dynamic_host.py goes on
   as the provider.  Bytes from the plugin afterwards are the engine's signals to it ('I' SIGINT, 'T'
   SIGTERM); the plugin going away ends this process.
-Anything unexpected before the hand-over (the name taken, no launch before the CLI exits) ends it
-quietly: the plugin then starts a provider the usual way.
+At a preview's hand-over a copy of this process stays waiting (_spare) for the update `pulumi up` runs
+next; it leaves when the CLI exits.  Anything unexpected before the hand-over (the name taken, no launch
+before the CLI exits) ends it quietly: the plugin then starts a provider the usual way.
 """
 
 from __future__ import annotations
@@ -241,6 +242,20 @@ def _until_host_gone(conn: socket.socket) -> None:
     os._exit(1)
 
 
+def _spare(plugin: tuple[socket.socket, dict, list[int]]) -> bool:
+    """At the hand-over, a process with one thread (no connections opened: a preview's) leaves a copy of
+    itself waiting on the same socket for the CLI's next run: `pulumi up` runs an update after its
+    preview, whose program is then forked too.  True in the copy (it lets go of the plugin's connection
+    and descriptors), False in the process that becomes the provider."""
+    if threading.active_count() != 1 or len(os.listdir("/proc/self/task")) != 1 or os.fork() != 0:
+        return False
+    conn, _request, fds = plugin
+    conn.close()
+    for fd in fds:
+        os.close(fd)
+    return True
+
+
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     conn.settimeout(10.0)
     data, fds, _flags, _addr = socket.recv_fds(conn, MAX_MESSAGE, 3)
@@ -287,7 +302,8 @@ def become_provider(cli_pid: int, connect: bool) -> None:
         _connect(json.loads(os.environ.get("PULUMI_CONFIG") or "{}"))
     _preload()
     _trace("zygote ready")
-    plugin = _plugin(listener, cli_pid)
+    while (plugin := _plugin(listener, cli_pid)) is not None and _spare(plugin):
+        _trace("zygote spare ready")  # this is the copy: it waits for the CLI's next run
     sys.path.pop(0)
     listener.close()
     if plugin is None:

@@ -166,9 +166,9 @@ pulumi.export("answer", 42)
 
 def test_the_program_runs_in_a_fork_of_the_waiting_provider_process(tmp_path) -> None:
     """The language host starts the provider process early; it has the SDK imported, and the host's Run
-    has it fork the program (scripts/provider_handoff.py).  The waiting process then becomes the
-    provider, so in an `up` with a preview the update's program runs in an interpreter of its own, as
-    before.  Output, exit codes and stack outputs come through alike both ways."""
+    has it fork the program (scripts/provider_handoff.py).  In an `up` with a preview the waiting process
+    becomes the preview's provider and leaves a copy of itself waiting, which forks the update's program.
+    Output, exit codes and stack outputs come through as from a program in its own interpreter."""
     project = project_with(tmp_path, "marked", MARKED)
     log = tmp_path / "runs.jsonl"
     stack = Stack(str(tmp_path), "dev", project_dir=project)
@@ -184,7 +184,7 @@ def test_the_program_runs_in_a_fork_of_the_waiting_provider_process(tmp_path) ->
     assert "the program says hello" in out.stdout and stack.outputs() == {"answer": 42}
     assert runs() == [(True, False)]
     stack.run("up", "--yes")  # a preview, then the update
-    assert runs() == [(True, True), (False, False)]
+    assert runs() == [(True, True), (True, False)]
     stack.run("config", "set", "fail", "true")
     for argv, expected in ((("preview",), [(True, True)]), (("up", "--yes"), [(True, True)])):
         failed = stack.run(*argv, check=False)

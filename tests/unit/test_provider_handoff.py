@@ -58,6 +58,24 @@ def _start_plugin() -> tuple[subprocess.Popen[str], int]:
     return plugin, int(line)
 
 
+@pytest.fixture(autouse=True)
+def _no_waiting_process_left() -> Any:
+    """This test process plays the CLI in every test here: a waiting process one test leaves (the copy a
+    hand-over leaves for the CLI's next run) must be gone, socket name and all, before the next test."""
+    yield
+    for pid in _zygotes_of(os.getpid()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    name = _handoff().name(os.getpid())[1:].decode()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open("/proc/net/unix") as f:
+            if name not in f.read():
+                return
+        time.sleep(0.05)
+    raise AssertionError("a waiting process of this test still listens")
+
+
 # The engine sends SIGINT to the plugin when a run is over and kills it 5 s later if it is still there.
 ENGINE_KILLS_AFTER = 5.0
 
