@@ -85,6 +85,7 @@ def _connect(config: dict) -> None:
         conns = host_connections(hosts)
     except Exception:  # noqa: BLE001 - not a virtfleet project, or a config the program will report
         return
+    _connected.append(True)
     for c in conns:
         threading.Thread(target=session.quietly, args=(session.virt, c), name=f"virtfleet-warm-{c.host}",
                          daemon=True).start()
@@ -243,11 +244,13 @@ def _until_host_gone(conn: socket.socket) -> None:
 
 
 def _spare(plugin: tuple[socket.socket, dict, list[int]]) -> bool:
-    """At the hand-over, a process with one thread (no connections opened: a preview's) leaves a copy of
-    itself waiting on the same socket for the CLI's next run: `pulumi up` runs an update after its
-    preview, whose program is then forked too.  True in the copy (it lets go of the plugin's connection
-    and descriptors), False in the process that becomes the provider."""
-    if threading.active_count() != 1 or len(os.listdir("/proc/self/task")) != 1 or os.fork() != 0:
+    """At the hand-over, a process that opened no connections (a preview's) and has one thread leaves a
+    copy of itself waiting on the same socket for the CLI's next run: `pulumi up` runs an update after
+    its preview, whose program is then forked too.  (A copy of a process with connections would share
+    their sockets.)  True in the copy (it lets go of the plugin's connection and descriptors), False in
+    the process that becomes the provider."""
+    if _connected or threading.active_count() != 1 or len(os.listdir("/proc/self/task")) != 1 \
+            or os.fork() != 0:
         return False
     conn, _request, fds = plugin
     conn.close()
@@ -330,3 +333,4 @@ def become_provider(cli_pid: int, connect: bool) -> None:
 
 _conn: list[socket.socket] = []
 _project_root: list[str] = []
+_connected: list[bool] = []  # this process opened (or is opening) the hosts' connections
