@@ -32,6 +32,7 @@ import socket
 import struct
 import sys
 import threading
+from collections.abc import Mapping
 
 MAX_MESSAGE = 1 << 20
 
@@ -176,17 +177,39 @@ def _plugin(listener: socket.socket, cli_pid: int) -> tuple[socket.socket, dict,
     return None
 
 
-def _update_config(run: dict) -> dict | None:
-    """The program's config when it runs for an update (not a preview), else None."""
-    argv = run["argv"]
-    if "--dry_run" not in argv or argv[argv.index("--dry_run") + 1:][:1] != ["false"]:
+def is_update(argv: list[str]) -> bool:
+    """Whether the SDK runner's arguments run the program for an update (`--dry_run false`)."""
+    return "--dry_run" in argv and argv[argv.index("--dry_run") + 1:][:1] == ["false"]
+
+
+def update_config(argv: list[str], env: Mapping[str, str]) -> dict | None:
+    """The program's config (PULUMI_CONFIG in its environment) when it runs for an update, else None."""
+    if not is_update(argv):
         return None
-    env = dict(item.split("=", 1) for item in run["env"] if "=" in item)
     try:
         config = json.loads(env.get("PULUMI_CONFIG") or "{}")
     except ValueError:
         return None  # the program reports it
     return config if isinstance(config, dict) else None
+
+
+def _one_thread() -> bool:
+    """Whether this process has only its main thread (a fork copies no other)."""
+    return threading.active_count() == 1 and len(os.listdir("/proc/self/task")) == 1
+
+
+def _take_over(request: dict, fds: list[int]) -> None:
+    """The caller's stdin/stdout/stderr, environment and working directory, as sent with its request."""
+    for target, fd in zip((0, 1, 2), fds, strict=False):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.environ.clear()
+    os.environ.update(_env_of(request))
+    os.chdir(request["cwd"])
+
+
+def _env_of(request: dict) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in request["env"] if "=" in item)
 
 
 def _run_program(conn: socket.socket, run: dict, fds: list[int], listener: socket.socket) -> dict | None:
@@ -196,7 +219,7 @@ def _run_program(conn: socket.socket, run: dict, fds: list[int], listener: socke
     copies no other thread); else the connection closes unanswered and the host runs the program itself.
     The program is a grandchild (double fork: nothing here waits for it).  Returns the config to connect
     with for an update."""
-    if threading.active_count() != 1 or len(os.listdir("/proc/self/task")) != 1:
+    if not _one_thread():
         return None
     pid = os.fork()
     if pid == 0:
@@ -206,7 +229,7 @@ def _run_program(conn: socket.socket, run: dict, fds: list[int], listener: socke
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
-    return _update_config(run)
+    return update_config(run["argv"], _env_of(run))
 
 
 def _become_program(conn: socket.socket, run: dict, fds: list[int], listener: socket.socket) -> None:
@@ -215,12 +238,7 @@ def _become_program(conn: socket.socket, run: dict, fds: list[int], listener: so
     code = 1
     try:
         listener.close()
-        for target, fd in zip((0, 1, 2), fds, strict=False):
-            os.dup2(fd, target)
-            os.close(fd)
-        os.environ.clear()
-        os.environ.update(dict(item.split("=", 1) for item in run["env"] if "=" in item))
-        os.chdir(run["cwd"])
+        _take_over(run, fds)
         if sys.path and sys.path[0] == _project_root[0]:
             sys.path.pop(0)  # as `python pulumi_program_exec.py`: the scripts' directory first
         conn.sendall(b"S")
@@ -249,8 +267,7 @@ def _spare(plugin: tuple[socket.socket, dict, list[int]]) -> bool:
     its preview, whose program is then forked too.  (A copy of a process with connections would share
     their sockets.)  True in the copy (it lets go of the plugin's connection and descriptors), False in
     the process that becomes the provider."""
-    if _connected or threading.active_count() != 1 or len(os.listdir("/proc/self/task")) != 1 \
-            or os.fork() != 0:
+    if _connected or not _one_thread() or os.fork() != 0:
         return False
     conn, _request, fds = plugin
     conn.close()
@@ -313,12 +330,7 @@ def become_provider(cli_pid: int, connect: bool) -> None:
         _give_up(0)
     conn, request, fds = plugin
     _trace("zygote handed over")
-    for target, fd in zip((0, 1, 2), fds, strict=False):
-        os.dup2(fd, target)
-        os.close(fd)
-    os.environ.clear()
-    os.environ.update(dict(item.split("=", 1) for item in request["env"] if "=" in item))
-    os.chdir(request["cwd"])
+    _take_over(request, fds)
     sys.argv = [sys.argv[0], *request["argv"]]
     _conn.append(conn)  # open while this process lives: its closing tells the plugin to exit
     hook = sys.excepthook

@@ -25,19 +25,15 @@ def _start_provider(argv: list[str]) -> None:
     host = os.environ.get("VIRTFLEET_PROVIDER_HOST")
     if not host:
         return
-    from provider_handoff import ask, parent_of  # beside this file; the process that waits for the plugin
+    # beside this file; the process that waits for the plugin
+    from provider_handoff import ask, is_update, parent_of, update_config
     try:
         cli = parent_of(os.getppid())
     except (OSError, ValueError, IndexError):
         return
-    up = "--dry_run" in argv and argv[argv.index("--dry_run") + 1:][:1] == ["false"]
-    try:
-        config = json.loads(os.environ.get("PULUMI_CONFIG") or "{}") if up else None
-    except ValueError:
-        config = None  # the program reports it
-    if ask(cli, {"connect": config}):
+    if ask(cli, {"connect": update_config(argv, os.environ)}):
         return
-    subprocess.Popen([sys.executable, "-u", host, "--zygote", str(cli), *(["--connect"] if up else [])],
+    subprocess.Popen([sys.executable, "-u", host, "--zygote", str(cli), *(["--connect"] if is_update(argv) else [])],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                      start_new_session=True)
 

@@ -106,8 +106,8 @@ func (h *host) GetRequiredPackages(_ context.Context, req *pulumirpc.GetRequired
 // first call that names the program: the CLI starts a language host to ask for the program's plugins
 // well before it runs the program (it derives the stack's secrets key in between), so the provider
 // imports on a core that is otherwise idle, and is ready when the engine launches the provider plugin
-// (see handoff.go).  The program, once it runs, asks it to open the hosts' connections for an update
-// (scripts/pulumi_program_exec.py).  One per CLI: a second one finds the socket name taken and leaves;
+// (see handoff.go).  Run then has it fork the program, after which it opens the hosts' connections
+// for an update (scripts/provider_handoff.py).  One per CLI: a second one finds the socket name taken and leaves;
 // with no plugin launch before the CLI exits, it leaves too.  Failing to start it costs nothing but time.
 func (h *host) startProvider(info *pulumirpc.ProgramInfo) {
 	script := os.Getenv("VIRTFLEET_PROVIDER_HOST")

@@ -26,13 +26,7 @@ HOST = os.path.join(lab.ROOT, "scripts", "pulumi_dynamic_host.py")
 
 
 def _handoff() -> Any:
-    """scripts/provider_handoff.py (beside the provider host, not a package)."""
-    sys.path.insert(0, os.path.join(lab.ROOT, "scripts"))
-    try:
-        import provider_handoff
-    finally:
-        sys.path.pop(0)
-    return provider_handoff
+    return lab.script_module("provider_handoff")
 
 
 def _port_owner(port: int) -> int:

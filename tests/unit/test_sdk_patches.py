@@ -16,12 +16,7 @@ pytestmark = pytest.mark.unit
 
 
 def _patches() -> Any:
-    sys.path.insert(0, os.path.join(lab.ROOT, "scripts"))
-    try:
-        import sdk_patches
-    finally:
-        sys.path.pop(0)
-    return sdk_patches
+    return lab.script_module("sdk_patches")
 
 
 class _Engine:
