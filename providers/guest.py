@@ -22,7 +22,7 @@ from . import diff as difftab
 from . import xmlgen
 from .base import BaseProvider, inputs_of, say
 from .errors import HostError, UnsafeChangeError
-from .remote import domains, session
+from .remote import domains, session, starts
 from .spec import GuestSpec
 
 LIVE_KEYS = ("uuid", "state", "xmlDrift", "restartOnUpdate", "consoleCommand", "uri")
@@ -39,7 +39,8 @@ def _outs(spec: GuestSpec, props: dict[str, Any], dom: libvirt.virDomain) -> dic
     uuid = dom.UUIDString()
     drift = _managed(live_xml) != _managed(xmlgen.domain(spec, uuid))
     c = spec.conn
-    return {**inputs_of(props), "uuid": uuid, "state": domains.state(dom), "running": bool(dom.isActive()),
+    state = domains.state(dom)  # a paused guest is not running: `running: true` resumes it
+    return {**inputs_of(props), "uuid": uuid, "state": state, "running": bool(dom.isActive()) and state != "paused",
             "autostart": bool(dom.autostart()), "xmlDrift": drift, "uri": c.uri,
             "consoleCommand": f"virsh -c {c.uri} console {spec.name}"}
 
@@ -51,9 +52,12 @@ def _apply_power(spec: GuestSpec, dom: libvirt.virDomain, restart: bool) -> None
     if active and spec.running and restart:
         how = domains.stop(dom, spec.shutdown_timeout)
         say(f"{spec.conn.host}: restarted {spec.name} ({how} shutdown) to apply the change")
-        domains.start(dom)
+        starts.start(spec.conn, dom)
     elif spec.running and not active:
-        domains.start(dom)
+        starts.start(spec.conn, dom)
+    elif spec.running and domains.state(dom) == "paused":
+        dom.resume()  # paused by hand, or left paused by a run that stopped before its guests were released
+        say(f"{spec.conn.host}: resumed {spec.name}, which was paused")
     elif not spec.running and active:
         domains.stop(dom, spec.shutdown_timeout)
 
@@ -63,10 +67,12 @@ def _define_new(conn: libvirt.virConnect, spec: GuestSpec, uuid: str = "") -> li
     dom = conn.defineXML(xmlgen.domain(spec, uuid))
     try:
         _apply_power(spec, dom, restart=False)
-    except libvirt.libvirtError as exc:
+    except Exception as exc:
         try:
             domains.remove(dom, 0)
         finally:
+            if not isinstance(exc, libvirt.libvirtError):
+                raise exc  # already explains itself (an unreachable host): raised after the clean-up
             raise HostError(spec.conn.host, f"starting guest {spec.name!r}", str(exc),
                             "The new definition was removed again; fix the cause and run `pulumi up`") from exc
     return dom

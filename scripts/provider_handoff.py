@@ -75,6 +75,13 @@ def _trace(event: str) -> None:
         trace(event)
 
 
+def _open(c: object) -> None:
+    """A host's libvirt connection, then which machine it is (the group its guest starts share)."""
+    from providers.remote import session, starts
+    session.virt(c)
+    starts.machine_of(c)
+
+
 def _connect(config: dict) -> None:
     """The stack's hosts' connections (SSH master, then libvirt), each in a thread, from the program's
     config; failures are left to the provider's own calls, which report them."""
@@ -88,7 +95,7 @@ def _connect(config: dict) -> None:
         return
     _connected.append(True)
     for c in conns:
-        threading.Thread(target=session.quietly, args=(session.virt, c), name=f"virtfleet-warm-{c.host}",
+        threading.Thread(target=session.quietly, args=(_open, c), name=f"virtfleet-warm-{c.host}",
                          daemon=True).start()
     _trace("zygote connecting")
 

@@ -34,11 +34,6 @@ def inactive_xml(dom: libvirt.virDomain) -> str:
     return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
 
 
-def start(dom: libvirt.virDomain) -> None:
-    if not dom.isActive():
-        dom.create()
-
-
 def wait_shutoff(dom: libvirt.virDomain, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -72,7 +72,7 @@ def test_the_program_asks_the_waiting_provider_to_connect(tmp_path) -> None:
         assert "zygote connecting" not in _events(trace)
         # the program of `pulumi up` (the CLI's grandchild, under the language host)
         assert _ask(2, {"connect": _program_config()}) == "True"
-        _wait_for(trace, "virt warm h1")
+        _wait_for(trace, "_open warm h1")  # its libvirt connection and its machine (boot_id) read
         plugin = subprocess.Popen([PLUGIN, "127.0.0.1:1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                   text=True, cwd=lab.ROOT, env=env)
         assert plugin.stdout.readline().strip().isdigit()  # type: ignore[union-attr]

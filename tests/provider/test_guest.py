@@ -12,6 +12,7 @@ from providers.base_image import BaseImageProvider
 from providers.errors import HostError, UnsafeChangeError
 from providers.guest import GuestProvider
 from providers.host import HostProvider
+from providers.remote import starts
 from providers.volume import VolumeProvider
 from tests import lab
 from tests.provider.fixtures import guest_props, host_props, image_props, volume_props
@@ -86,6 +87,16 @@ def test_lifecycle(disk, unique, sweep) -> None:
     restarted = gp.update(uuid, stopped.outs, dict(bigger, autostart=True))
     assert restarted.outs["running"] is True and lab.domain_state("h1", name) == "running"
 
+    # paused outside (or left paused by a run stopped before it released its guests): not running; resumed
+    pid = lab.uptime_of("h1", name)
+    lab.virsh("h1", "suspend", name)
+    paused = gp.read(uuid, restarted.outs)
+    assert paused.outs["running"] is False and paused.outs["state"] == "paused"
+    assert gp.diff(uuid, paused.outs, dict(bigger, autostart=True)).changes
+    resumed = gp.update(uuid, paused.outs, dict(bigger, autostart=True))
+    assert resumed.outs["running"] is True and resumed.outs["state"] == "running"
+    assert lab.domain_state("h1", name) == "running" and lab.uptime_of("h1", name) == pid  # the same QEMU
+
     # definition edited outside: drift seen, update restores it with the same UUID
     lab.virsh("h1", "setmaxmem", name, "262144", "--config")
     drifted = gp.read(uuid, restarted.outs)
@@ -119,6 +130,19 @@ def test_failed_start_leaves_nothing_defined(unique, sweep) -> None:
     with pytest.raises(HostError) as err:
         GuestProvider().create(props)
     assert "removed again" in str(err.value)
+    assert lab.domain_state("h1", name) == "missing"
+
+
+def test_a_start_failing_outside_libvirt_leaves_nothing_defined(disk, unique, sweep, monkeypatch) -> None:
+    name = f"lost-{unique}"
+    sweep.append(("h1", name))
+
+    def lost(c, dom):
+        raise HostError(c.host, "starting", "the SSH connection was lost")
+
+    monkeypatch.setattr(starts, "start", lost)
+    with pytest.raises(HostError, match="SSH connection was lost"):
+        GuestProvider().create(guest_props("h1", name, disk, _mac(unique)))
     assert lab.domain_state("h1", name) == "missing"
 
 
