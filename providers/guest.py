@@ -6,7 +6,8 @@ resource (same owner metadata) is adopted.
 read: the live domain: running or not, autostart, and whether its definition drifted (only managed
 fields are compared, so what libvirt adds never counts).  Gone only for a real "no such domain".
 update: redefine with the same UUID; restart (graceful shutdown, then start) only for restart-class
-changes of a running guest; start/stop for `running`.
+changes of a running guest; start/stop for `running`, and resume for a paused guest (`running` is false
+while paused).  Starts go through `remote.starts`: guests starting together on one machine run together.
 delete: graceful shutdown, wait, destroy, undefine (NVRAM, managed save, snapshot metadata).
 """
 

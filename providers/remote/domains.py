@@ -1,4 +1,4 @@
-"""Domains on a host: lookup, define, start, graceful stop, removal.  Not-found aware."""
+"""Domains on a host: lookup, state, graceful stop, removal (starts: `starts`).  Not-found aware."""
 
 from __future__ import annotations
 
