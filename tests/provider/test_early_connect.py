@@ -21,8 +21,10 @@ pytestmark = pytest.mark.provider
 SCRIPTS = os.path.join(lab.ROOT, "scripts")
 HOST = os.path.join(SCRIPTS, "pulumi_dynamic_host.py")
 PLUGIN = os.path.join(lab.ROOT, "tools", "pulumi", "pulumi-resource-pulumi-python")
-ASK = ("import json, sys; sys.path.insert(0, sys.argv[1]); import provider_handoff; "
-       "print(provider_handoff.ask(int(sys.argv[2]), json.loads(sys.argv[3])))")
+# the asker stays a while after asking, as a program does: the waiting process checks who it is (its
+# parent and grandparent) after it connected, and an asker gone by then is not the CLI's any more
+ASK = ("import json, sys, time; sys.path.insert(0, sys.argv[1]); import provider_handoff; "
+       "print(provider_handoff.ask(int(sys.argv[2]), json.loads(sys.argv[3])), flush=True); time.sleep(1)")
 
 
 def _program_config() -> dict[str, str]:
@@ -62,8 +64,9 @@ def test_the_program_asks_the_waiting_provider_to_connect(tmp_path) -> None:
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(trace, "zygote ready")
-        # a process not started by this CLI (three generations down) is not listened to
-        assert _ask(3, {"connect": _program_config()}) == "True"
+        # a process not started by this CLI (three generations down) is not listened to (its connection is
+        # closed unread, which may be before its request was sent)
+        _ask(3, {"connect": _program_config()})
         time.sleep(2)
         assert "zygote connecting" not in _events(trace)
         # a preview's program: nothing to open
