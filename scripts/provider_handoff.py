@@ -33,6 +33,10 @@ import struct
 import sys
 import threading
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from providers.spec import Connection
 
 MAX_MESSAGE = 1 << 20
 
@@ -75,7 +79,7 @@ def _trace(event: str) -> None:
         trace(event)
 
 
-def _open(c: object) -> None:
+def _open(c: Connection) -> None:
     """A host's libvirt connection, then which machine it is (the group its guest starts share)."""
     from providers.remote import session, starts
     session.virt(c)
@@ -175,9 +179,7 @@ def _plugin(listener: socket.socket, cli_pid: int) -> tuple[socket.socket, dict,
             config = request["connect"]
         else:
             return conn, request, fds
-        conn.close()
-        for fd in fds:
-            os.close(fd)
+        _let_go(conn, fds)
         if not connecting and isinstance(config, dict):
             connecting = True
             _connect(config)
@@ -277,10 +279,15 @@ def _spare(plugin: tuple[socket.socket, dict, list[int]]) -> bool:
     if _connected or not _one_thread() or os.fork() != 0:
         return False
     conn, _request, fds = plugin
+    _let_go(conn, fds)
+    return True
+
+
+def _let_go(conn: socket.socket, fds: list[int]) -> None:
+    """Close a caller's connection and the descriptors it sent."""
     conn.close()
     for fd in fds:
         os.close(fd)
-    return True
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:

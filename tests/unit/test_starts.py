@@ -57,8 +57,7 @@ def test_a_guest_whose_start_is_done_waits_for_the_starts_still_running(machine)
     slow = Dom("slow", blocks=True)
     slow_thread = _start(slow)
     quick = Dom("quick")
-    quick_thread = threading.Thread(target=starts.start, args=(HOST, quick))
-    quick_thread.start()
+    quick_thread = _start(quick)
     time.sleep(0.5)
     assert quick.flags == starts.libvirt.VIR_DOMAIN_START_PAUSED and quick.resumed_at is None  # held, paused
     released = time.monotonic()
@@ -70,21 +69,21 @@ def test_a_guest_whose_start_is_done_waits_for_the_starts_still_running(machine)
 
 
 def test_starts_that_begin_later_do_not_hold_a_guest(machine) -> None:
-    first = Dom("first")
-    starts.start(HOST, first)  # nothing else starting: resumed at once
-    assert first.resumed_at is not None
-    later = Dom("later", blocks=True)
-    t = _start(later)
+    running = Dom("running", blocks=True)
+    running_thread = _start(running)
     quick = Dom("quick")
-    # `later` was running when `quick` finished: held; but `first` was never held by `later`
-    q = threading.Thread(target=starts.start, args=(HOST, quick))
-    q.start()
+    quick_thread = _start(quick)  # done while `running` runs: held for it
     time.sleep(0.3)
+    later = Dom("later", blocks=True)
+    later_thread = _start(later)  # begins while `quick` is held
     assert quick.resumed_at is None
+    running.release.set()
+    quick_thread.join(5)  # HOLD is 10 s: a wait for `later` would still be going on
+    assert quick.resumed_at is not None and later.resumed_at is None
     later.release.set()
-    t.join(10)
-    q.join(10)
-    assert quick.resumed_at is not None
+    for t in (running_thread, later_thread):
+        t.join(10)
+    assert later.resumed_at is not None
 
 
 def test_a_hold_ends_after_HOLD_seconds_even_if_another_start_hangs(machine, monkeypatch) -> None:
