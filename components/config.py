@@ -141,30 +141,10 @@ def _guest(key: str, gkey: str, host: str, g: Any, host_nic: str, images: dict[s
         cpu_priority=v.choice(f"{key}.cpuPriority", g.get("cpuPriority", "normal"), CPU_PRIORITIES, "cpuPriority"))
 
 
-def _connection(hkey: str, key: str, h: dict[str, Any]) -> Connection:
-    if "address" not in h:
-        raise ConfigError(f"{key}.address", "is missing", "Give the host's IP address or DNS name")
-    return Connection.from_props({"host": hkey, "address": h["address"], "port": h.get("port", 22),
-                                  "user": h.get("user", "root"), "hostKey": h.get("hostKey", ""),
-                                  "sshKeyFile": h.get("sshKeyFile", "")}, key)
-
-
-def host_connections(hosts_raw: Any) -> list[Connection]:
-    """The hosts' connections alone, leniently: the valid ones, without images or guests (used to open
-    the SSH connections early; the full parse reports every error)."""
-    out = []
-    for hkey, h in (hosts_raw if isinstance(hosts_raw, dict) else {}).items():
-        try:
-            out.append(_connection(hkey, f"hosts.{hkey}", h if isinstance(h, dict) else {}))
-        except ConfigError:
-            continue
-    return out
-
-
 def _host(hkey: str, h: Any, images: dict[str, LocalImage]) -> HostConf:
     key = f"hosts.{v.name('hosts', hkey, 'host name')}"
     h = _mapping(key, h, HOST_KEYS)
-    conn = _connection(hkey, key, h)
+    conn = Connection.from_host_config(hkey, h, key)
     pool = PoolSpec.from_props(_mapping(f"{key}.pool", h.get("pool") or {}, POOL_KEYS), f"{key}.pool")
     nic = v.nic(f"{key}.hostNic", h["hostNic"]) if h.get("hostNic") else ""
     spec = HostSpec(conn, pool, nic, v.choice(f"{key}.virtType", h.get("virtType", "kvm"), VIRT_TYPES, "virtType"))

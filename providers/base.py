@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
 from typing import Any, ClassVar
@@ -13,6 +15,7 @@ from pulumi.runtime.rpc import UNKNOWN
 from . import diff as difftab
 from .errors import ConfigError
 from .remote import session
+from .spec import host_connections
 from .trace import trace, traced
 
 PROVIDER_KEY = "__provider"
@@ -55,7 +58,13 @@ class BaseProvider(ResourceProvider):
                     setattr(cls, name, traced(name, cls.__dict__[name]))
 
     def configure(self, req: ConfigureRequest) -> None:
+        """The stack config arrives here before the first call: keep the key, open the hosts' connections."""
         session.set_private_key(req.config.get("virtfleet:sshPrivateKey"))
+        hosts = req.config.get("virtfleet:hosts")
+        if isinstance(hosts, str):
+            with contextlib.suppress(ValueError):
+                hosts = json.loads(hosts)
+        session.warm(host_connections(hosts))
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         if has_unknowns(news):  # preview with values other resources will produce: checked again at create

@@ -51,6 +51,27 @@ class Connection:
                    host_key=v.host_key(f"{key}.hostKey", host_key) if host_key else "",
                    ssh_key_file=str(p.get("sshKeyFile") or ""))
 
+    @classmethod
+    def from_host_config(cls, host: str, h: dict[str, Any], key: str) -> Connection:
+        """From one host's stack config (virtfleet:hosts.NAME), `key` naming it in errors."""
+        if "address" not in h:
+            raise v.ConfigError(f"{key}.address", "is missing", "Give the host's IP address or DNS name")
+        return cls.from_props({"host": host, "address": h["address"], "port": h.get("port", 22),
+                               "user": h.get("user", "root"), "hostKey": h.get("hostKey", ""),
+                               "sshKeyFile": h.get("sshKeyFile", "")}, key)
+
+
+def host_connections(hosts_raw: Any) -> list[Connection]:
+    """The hosts' connections alone, leniently: the valid ones (used to open the SSH connections early;
+    the program's full parse reports every error)."""
+    out = []
+    for host, h in (hosts_raw if isinstance(hosts_raw, dict) else {}).items():
+        try:
+            out.append(Connection.from_host_config(host, h if isinstance(h, dict) else {}, f"hosts.{host}"))
+        except v.ConfigError:
+            continue
+    return out
+
 
 @dataclass(frozen=True)
 class PoolSpec:

@@ -13,5 +13,3 @@ fi
 # each host's libvirt 5 per connection), so 16 it is unless you say otherwise (`pulumi up -p N` too).
 export PULUMI_PARALLEL=${PULUMI_PARALLEL:-16}
 mkdir -p "$VIRTFLEET_ROOT/.state"
-# gRPC inside the provider process logs a line each time libvirt forks its ssh: keep it quiet.
-export GRPC_ENABLE_FORK_SUPPORT=false GRPC_VERBOSITY=ERROR

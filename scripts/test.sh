@@ -9,7 +9,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 echo "test.sh: ruff + mypy"
 "$ROOT/.venv/bin/ruff" check --quiet .
-"$ROOT/.venv/bin/mypy" --no-error-summary providers components __main__.py
+"$ROOT/.venv/bin/mypy" --no-error-summary providers components plugin/serve.py __main__.py
 set +e
 "$ROOT/.venv/bin/python" -m pytest "$@"
 rc=$?

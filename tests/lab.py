@@ -18,17 +18,6 @@ LAB_DIR = os.environ.get("VIRTFLEET_LAB_DIR", os.path.join(ROOT, ".lab"))
 LAB_SH = os.path.join(ROOT, "lab", "lab.sh")
 
 
-def script_module(name: str) -> Any:
-    """A module of scripts/ (beside the provider host and the program runner, not a package)."""
-    import importlib
-    import sys
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
-
-
 def info() -> dict[str, Any]:
     path = os.path.join(LAB_DIR, "lab.json")
     if not os.path.exists(path):

@@ -1,7 +1,10 @@
 """Per-host sessions: the libvirt connection of each host, riding on its one SSH master (`ssh`).
 
-libvirt's qemu+ssh transport runs `ssh` through a wrapper that opens a session on the host's master with
-strict host keys, so a run pays one SSH handshake per host for libvirt, uploads and commands alike.
+libvirt connects to a local unix socket that the host's master forwards to libvirtd's socket on the host,
+so a run pays one SSH handshake per host for libvirt, uploads and commands alike, and libvirt starts no
+process of its own (a fork in the threaded provider process makes gRPC print warnings).  If the host's
+sshd refuses the forwarding, libvirt's qemu+ssh transport runs `ssh` through a wrapper that opens a
+session on the master instead, with the same strict host keys.
 Connections are cached per process, lazily and thread-safely; nothing here is ever pickled with a provider.
 The SSH side (masters, host keys, remote commands) is `ssh`; its public names are re-exported here.
 """
@@ -20,15 +23,16 @@ import libvirt
 from ..errors import HostError
 from ..spec import Connection
 from ..trace import trace
+from . import starts
 from .ssh import (
     CacheKey,
     alive,
     cache_key,
     connect,
     control_path,
+    forward,
     host_lock,
     popen,
-    quietly,
     run,
     runtime_dir,
     set_private_key,
@@ -39,12 +43,13 @@ from .ssh import (
 )
 from .ssh import forget_master as _forget_master
 
-__all__ = ["close_all", "connect", "control_path", "forget", "libvirt_uri", "popen", "quietly", "run", "runtime_dir",
-           "set_private_key", "virt"]
+__all__ = ["close_all", "connect", "control_path", "forget", "libvirt_uri", "popen", "run", "runtime_dir",
+           "set_private_key", "virt", "warm"]
 
 libvirt.registerErrorHandler(lambda *_: None, None)  # lookups that miss must not print to stderr
 
 _virt: dict[CacheKey, libvirt.virConnect] = {}
+_warm_lock = threading.Lock()
 
 
 def _ssh_wrapper(c: Connection) -> str:
@@ -66,6 +71,32 @@ def libvirt_uri(c: Connection) -> str:
     return f"{c.uri}?{urllib.parse.urlencode({'command': _ssh_wrapper(c), 'no_tty': '1'})}"
 
 
+REMOTE_SOCKET = "/var/run/libvirt/libvirt-sock"  # libvirtd's, or virtproxyd's with modular daemons
+_sockets: dict[CacheKey, str] = {}
+_forwards = iter(range(1 << 62))
+
+
+def _open(c: Connection) -> libvirt.virConnect:
+    """A new libvirt connection over the host's master: a forwarded socket, else qemu+ssh."""
+    local = os.path.join(runtime_dir(), f"libvirt-{tag(c)}-{os.getpid()}-{next(_forwards)}")
+    _drop_socket(c)
+    if forward(c, local, REMOTE_SOCKET):
+        _sockets[cache_key(c)] = local
+        try:
+            return libvirt.open("qemu+unix:///system?" + urllib.parse.urlencode({"socket": local}))
+        except libvirt.libvirtError as exc:
+            trace(f"forwarded libvirt socket refused on {c.host}: {exc}; using qemu+ssh")
+            _drop_socket(c)
+    return libvirt.open(libvirt_uri(c))
+
+
+def _drop_socket(c: Connection) -> None:
+    local = _sockets.pop(cache_key(c), None)
+    if local:
+        with contextlib.suppress(OSError):
+            os.unlink(local)
+
+
 def virt(c: Connection) -> libvirt.virConnect:
     """The cached libvirt connection of a host; SSH host keys are checked first, with clear errors.
 
@@ -82,11 +113,31 @@ def virt(c: Connection) -> libvirt.virConnect:
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.close()
             try:
-                conn = _virt[k] = libvirt.open(libvirt_uri(c))
+                conn = _virt[k] = _open(c)
             except libvirt.libvirtError as exc:
                 raise HostError(c.host, f"connecting libvirt at {c.uri}", str(exc),
                                 "Check that libvirtd runs on the host and the user may use qemu:///system") from exc
         return conn
+
+
+_warmed: set[CacheKey] = set()
+
+
+def warm(conns: list[Connection]) -> None:
+    """Open these hosts' connections in the background, once per process: the provider calls this when it
+    is configured, so the SSH handshakes and libvirt connects overlap the engine's first steps.  Errors
+    are left for the calls that need the connection, which report them."""
+    def one(c: Connection) -> None:
+        with contextlib.suppress(Exception):
+            virt(c)
+            starts.machine_of(c)
+            trace(f"warm {c.host}")
+
+    with _warm_lock:
+        fresh = [c for c in conns if cache_key(c) not in _warmed]
+        _warmed.update(cache_key(c) for c in fresh)
+    for c in fresh:
+        threading.Thread(target=one, args=(c,), name=f"warm-{c.host}", daemon=True).start()
 
 
 def forget(c: Connection) -> None:
@@ -99,6 +150,7 @@ def forget(c: Connection) -> None:
                 conn.close()
         except libvirt.libvirtError:
             pass
+        _drop_socket(c)
     _forget_master(c)
 
 
@@ -117,6 +169,9 @@ def close_all(exiting: bool = False) -> None:
     for t in closing:
         t.join(timeout=10)
     _virt.clear()
+    for k in list(_sockets):
+        with contextlib.suppress(OSError):
+            os.unlink(_sockets.pop(k))
     stop_masters(wait=not exiting)
     trace("session close end")
 

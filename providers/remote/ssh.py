@@ -5,8 +5,8 @@ remote command as multiplexed sessions, so a run pays one SSH handshake per host
 pure-Python transport moves ~250 MiB/s for all hosts together on these machines, OpenSSH 400+ MiB/s, so
 bulk image data rides OpenSSH; paramiko checks a configured private key before anything connects.)
 
-The masters live in a per-user runtime directory (0700, checked): the provider process opens them early
-(scripts/provider_handoff.py), other processes of the run find them, and at its exit it asks them to stop
+The masters live in a per-user runtime directory (0700, checked): the provider process opens them as soon
+as it is configured, other processes of the run find them, and at its exit it asks them to stop
 (`ssh -O stop`: a master still carrying another process's sessions finishes those first).  A master
 nobody uses exits after PERSIST anyway.  A file lock makes one master per host even across processes.
 
@@ -30,13 +30,12 @@ import stat
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .. import validate
 from ..errors import ConfigError, HostError, HostKeyError
 from ..spec import Connection
-from ..trace import trace
 
 if TYPE_CHECKING:
     import paramiko
@@ -257,12 +256,6 @@ def connect(c: Connection) -> str:
         return ctl
 
 
-def quietly(fn: Callable[[Connection], object], c: Connection) -> None:
-    with contextlib.suppress(Exception):
-        fn(c)
-        trace(f"{fn.__name__} warm {c.host}")
-
-
 def forget_master(c: Connection) -> None:
     """Close the host's master now (after a failure), so the next use opens a new one."""
     with host_lock(c):
@@ -287,11 +280,22 @@ def stop_masters(wait: bool = True) -> None:
         shutil.rmtree(_runtime_dir[0], ignore_errors=True)
 
 
-def _control_start(ctl: str, command: str) -> subprocess.Popen[bytes]:
-    """`exit`: close the master on this control socket now; `stop`: once its sessions are done (the host
-    name is not used with a ControlPath)."""
-    return subprocess.Popen([ssh_binary(), "-o", f"ControlPath={ctl}", "-O", command, "virtfleet-host"],
+def _control_start(ctl: str, command: str, *extra: str) -> subprocess.Popen[bytes]:
+    """`exit`: close the master on this control socket now; `stop`: once its sessions are done; `forward`
+    with `-L LOCAL:REMOTE`: a new forwarding (the host name is not used with a ControlPath)."""
+    return subprocess.Popen([ssh_binary(), "-o", f"ControlPath={ctl}", "-O", command, *extra, "virtfleet-host"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def forward(c: Connection, local: str, remote: str) -> bool:
+    """Have the host's master forward the local unix socket `local` (in the private runtime directory) to
+    the host's unix socket `remote`; False if the master refuses."""
+    proc = _control_start(connect(c), "forward", "-L", f"{local}:{remote}")
+    try:
+        return proc.wait(timeout=10) == 0 and os.path.exists(local)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return False
 
 
 def _control(ctl: str, command: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import urllib.parse
 
 import libvirt
 import pytest
@@ -30,7 +31,22 @@ def test_qemu_ssh_to_every_host_with_host_key_checking(lab_info) -> None:
         assert "StrictHostKeyChecking=yes" in wrapper.read()
         conn = session.virt(c)
         assert conn.getHostname() == host
-        assert conn.getURI().startswith("qemu+ssh://")
+        # libvirt rides on the host's master through a forwarded socket in the private runtime directory
+        socket = urllib.parse.parse_qs(conn.getURI().split("?", 1)[1])["socket"][0]
+        assert conn.getURI().startswith("qemu+unix:///system?") and os.path.dirname(socket) == session.runtime_dir()
+        assert os.stat(session.runtime_dir()).st_mode & 0o077 == 0
+
+
+def test_libvirt_falls_back_to_qemu_ssh_when_the_forwarded_socket_does_not_answer(monkeypatch) -> None:
+    c = conn_of("h2", host="h2-fallback")
+    session.forget(c)
+    monkeypatch.setattr(session, "REMOTE_SOCKET", "/nonexistent/libvirt-sock")
+    try:
+        conn = session.virt(c)
+        assert conn.getURI().startswith("qemu+ssh://") and conn.getHostname() == "h2"
+        assert not [f for f in os.listdir(session.runtime_dir()) if f.startswith(f"libvirt-{session.tag(c)}-")]
+    finally:
+        session.forget(c)
 
 
 def test_plain_libvirt_with_the_lab_known_hosts(lab_info) -> None:

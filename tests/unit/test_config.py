@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from components.config import host_connections, parse, unknown_top_keys
+from components.config import parse, unknown_top_keys
 from providers.errors import ConfigError
 from providers.localimage import load
+from providers.spec import host_connections
 from tests.configedit import DELETE, with_value
 
 pytestmark = pytest.mark.unit
