@@ -44,7 +44,7 @@ from providers.trace import trace  # noqa: E402
 from tests import lab  # noqa: E402
 from tests.e2e.fleet import config, guest, mac_for  # noqa: E402
 from tests.provider.fixtures import host_props, image_props  # noqa: E402
-from tests.pulumi_cli import Stack  # noqa: E402
+from tests.pulumi_cli import Stack, python_project  # noqa: E402
 
 HOSTS = ("h1", "h2", "h3")
 MEMORY = "96MiB"
@@ -116,17 +116,14 @@ def baseline(tmp: str, n: int, base_volume: str, base_path: str) -> float:
     return wall
 
 
-def floor_stack_of(tmp: str, count: int) -> Stack:
-    """A stack of `count` do-nothing dynamic resources, up (the floor's previews then change nothing)."""
-    project = f"{tmp}/floor"
-    os.makedirs(project, exist_ok=True)
-    with open(f"{project}/Pulumi.yaml", "w") as f:
-        f.write(f"name: floor\nruntime:\n  name: python\n  options:\n    virtualenv: {lab.ROOT}/.venv\n")
-    with open(f"{project}/__main__.py", "w") as f:
-        f.write(FLOOR_PROGRAM)
+def floor_stack_of(tmp: str, count: int, up: bool = True, provider_host: bool = True) -> Stack:
+    """A stack of `count` do-nothing dynamic resources, up unless told (the floor's previews then change
+    nothing); `provider_host`: on the project's dynamic-provider host, as virtfleet runs."""
+    project = python_project(f"{tmp}/floor", "floor", FLOOR_PROGRAM, provider_host)
     stack = Stack(f"{tmp}/floor-state-{count}", "floor", project_dir=project)
     stack.run("config", "set", "n", str(count))
-    stack.up()
+    if up:
+        stack.up()
     return stack
 
 

@@ -11,6 +11,36 @@ import yaml
 
 from tests.lab import ROOT
 
+# Pulumi.yaml's entry that runs a project's dynamic resources on virtfleet's provider host (plugin/)
+PROVIDER_HOST_PLUGINS = f"plugins:\n  providers:\n    - name: pulumi-python\n      path: {ROOT}/plugin\n"
+
+
+def python_project(project: str, name: str, program: str, provider_host: bool) -> str:
+    """A one-file Python project on the repo's venv; `provider_host`: with virtfleet's provider host."""
+    os.makedirs(project, exist_ok=True)
+    with open(os.path.join(project, "Pulumi.yaml"), "w") as f:
+        f.write(f"name: {name}\nruntime:\n  name: python\n  options:\n    virtualenv: {ROOT}/.venv\n"
+                + (PROVIDER_HOST_PLUGINS if provider_host else ""))
+    with open(os.path.join(project, "__main__.py"), "w") as f:
+        f.write(program)
+    return project
+
+
+def sdk_host_project(tmp: str) -> str:
+    """The virtfleet project as it runs without its Pulumi.yaml `plugins:` override, i.e. on the SDK's own
+    dynamic-provider host: the same program and modules (linked), a Pulumi.yaml without that entry."""
+    project = os.path.join(tmp, "sdk-host-project")
+    os.makedirs(project, exist_ok=True)
+    for name in ("__main__.py", "providers", "components", "stacks", ".venv"):
+        if not os.path.lexists(os.path.join(project, name)):
+            os.symlink(os.path.join(ROOT, name), os.path.join(project, name))
+    with open(os.path.join(ROOT, "Pulumi.yaml")) as f:
+        doc = yaml.safe_load(f)
+    assert doc.pop("plugins", None) is not None, "Pulumi.yaml has no plugins: override any more"
+    with open(os.path.join(project, "Pulumi.yaml"), "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=False)
+    return project
+
 
 class Stack:
     """A stack of the virtfleet project (or of `project_dir`) with its own backend and config file."""
