@@ -47,5 +47,3 @@ class Hypervisor(pulumi.ComponentResource):
                 {"connection": conn, "pool": conf.spec.pool.name, "image": name, "source": img.path,
                  "digest": digests[name], "size": img.size, "format": img.format},
                 pulumi.ResourceOptions(parent=self, depends_on=[self.host]))
-        self.register_outputs({"uri": self.host.uri, "libvirtVersion": self.host.libvirtVersion,
-                               "kvmUsable": self.host.kvmUsable})

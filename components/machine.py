@@ -2,6 +2,8 @@
 
 The component is named by the guest key only (not parented to its host), so moving a guest to another
 host keeps its URN and Pulumi plans a replacement (old one removed first), not an unrelated create.
+Components register no outputs: the stack exports carry them, and each registration would cost the
+engine one more write of the whole state (the program's `guests` output has the same values).
 """
 
 from __future__ import annotations
@@ -47,4 +49,3 @@ class Machine(pulumi.ComponentResource):
             "virtManager": f"virt-manager --connect '{spec.conn.uri}' --show-domain-console {conf.name}",
             "disk": self.volume.path,
         }
-        self.register_outputs(self.outputs)

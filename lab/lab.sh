@@ -74,10 +74,11 @@ EOF
 }
 
 # A real fleet's guests run on other machines than the one running `pulumi up`; here they share its 2
-# cores.  Every QEMU runs at a lower priority (a libvirt hook renices its threads once it started), so
-# booting TCG guests do not starve the client side (pulumi, virsh, ssh) of every benchmark and test
-# alike; libvirtd itself keeps normal priority, as on a real host.
-GUEST_NICE=10
+# cores.  Every QEMU runs at the lowest priority (a libvirt hook renices its threads once it started), so
+# booting TCG guests do not starve the client side (pulumi, tofu, virsh, ssh) of every benchmark and test
+# alike: at nice 19 thirty booting guests weigh less than one client thread (at nice 10 they weighed
+# three times more).  libvirtd itself keeps normal priority, as on a real host.
+GUEST_NICE=19
 
 start_daemons() {  # $1 = host number: daemons inside the host's namespaces
   local n=$1 h=h$1 d=$BASE/h$1

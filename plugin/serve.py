@@ -14,6 +14,8 @@ import ast
 import importlib.util
 import os
 import sys
+import threading
+from collections.abc import Callable
 from concurrent import futures
 from threading import Event
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 # gRPC logs a line whenever a library forks while its threads are busy: virtfleet's output stays quiet
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-WORKERS = int(os.environ.get("VIRTFLEET_PROVIDER_WORKERS", "16"))
+WORKERS = int(os.environ.get("VIRTFLEET_PROVIDER_WORKERS", "64"))
 SDK_HOST = "pulumi.dynamic.__main__"
 
 
@@ -45,11 +47,42 @@ def sdk_servicer_module() -> dict[str, Any] | None:
     return namespace if all(k in namespace for k in needed) else None
 
 
+class _CountingPool(futures.ThreadPoolExecutor):
+    """The server's worker pool; knows how many provider calls are running."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(max_workers=workers, thread_name_prefix="provider")
+        self.running = 0
+        self._guard = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
+        def counted() -> Any:
+            with self._guard:
+                self.running += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._guard:
+                    self.running -= 1
+        return super().submit(counted)
+
+
+def _exit_now() -> None:
+    """The engine's stop with no call running: close the hosts' connections and leave at once (the
+    interpreter's own teardown of gRPC and libvirt took seconds on a busy machine, and the engine waits)."""
+    session = sys.modules.get("providers.remote.session")
+    if session is not None:
+        session.close_all(exiting=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def serve(sdk: dict[str, Any], workers: int) -> None:
     """As the SDK's main(), with `workers` threads: print the port, serve until interrupted."""
     grpc = sdk["grpc"]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="provider"),
-                         options=sdk["_GRPC_CHANNEL_OPTIONS"])
+    pool = _CountingPool(workers)
+    server = grpc.server(pool, options=sdk["_GRPC_CHANNEL_OPTIONS"])
     sdk["provider_pb2_grpc"].add_ResourceProviderServicer_to_server(sdk["DynamicResourceProviderServicer"](), server)
     port = server.add_insecure_port(address="127.0.0.1:0")
     server.start()
@@ -59,6 +92,8 @@ def serve(sdk: dict[str, Any], workers: int) -> None:
         Event().wait()
     except KeyboardInterrupt:  # the engine's stop signal
         server.stop(0)
+        if not pool.running:
+            _exit_now()
 
 
 def main() -> None:

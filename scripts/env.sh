@@ -9,7 +9,7 @@ if [ -z "${PULUMI_CONFIG_PASSPHRASE:-}" ] && [ -z "${PULUMI_CONFIG_PASSPHRASE_FI
   export PULUMI_CONFIG_PASSPHRASE=virtfleet-lab
 fi
 # How many resource operations the engine runs at once.  Its default, 4 per local core, suits work done
-# on this machine; virtfleet's operations wait on the hosts (the provider serves 16 calls at once, and
-# each host's libvirt 5 per connection), so 16 it is unless you say otherwise (`pulumi up -p N` too).
-export PULUMI_PARALLEL=${PULUMI_PARALLEL:-16}
+# on this machine; virtfleet's operations wait on the hosts (a guest's start, a shutdown), and the engine
+# takes no new step while all of them are busy, so 32 it is unless you say otherwise (`pulumi up -p N`).
+export PULUMI_PARALLEL=${PULUMI_PARALLEL:-32}
 mkdir -p "$VIRTFLEET_ROOT/.state"
