@@ -4,9 +4,10 @@ and a no-op `pulumi preview` vs the floor of the same number of do-nothing dynam
 Baseline: 8 parallel workers (xargs -P 8), per guest `virsh vol-create-as` (overlay on the same base),
 `virsh define`, `virsh start`, each virsh call opening its own SSH connection (qemu+ssh, pinned key).
 virtfleet: `pulumi up` of a stack with the same guests (one SSH connection per host, reused by libvirt
-and commands).  The SDK's dynamic-provider process would serve at most 4 calls at once; virtfleet's
-provider host (scripts/pulumi_dynamic_host.py) has 16 threads, so the engine's --parallel is the limit:
-16 as scripts/env.sh sets it (PULUMI_PARALLEL; the engine's own default is 8 on 2 cores).
+and commands), on Pulumi's official toolchain.  The SDK's dynamic-provider process would serve at most 4
+calls at once; the project's provider host (plugin/, Pulumi.yaml `plugins:`) has 64 threads, so the
+engine's --parallel is the limit: 32 as scripts/env.sh sets it (PULUMI_PARALLEL; the engine's own
+default is 8 on 2 cores).
 
 Both sides define the same headless guests (`graphics: none`): on a real fleet the guests run on the
 hypervisors' own CPUs, here all of them share the 2 cores with both control planes, and a spice display
@@ -118,8 +119,9 @@ def baseline(tmp: str, n: int, base_volume: str, base_path: str) -> float:
 
 def floor_stack_of(tmp: str, count: int, up: bool = True, provider_host: bool = True) -> Stack:
     """A stack of `count` do-nothing dynamic resources, up unless told (the floor's previews then change
-    nothing); `provider_host`: on the project's dynamic-provider host, as virtfleet runs."""
-    project = python_project(f"{tmp}/floor", "floor", FLOOR_PROGRAM, provider_host)
+    nothing); `provider_host`: on the project's dynamic-provider host, and refreshing first, as virtfleet
+    runs."""
+    project = python_project(f"{tmp}/floor", "floor", FLOOR_PROGRAM, provider_host, refresh=True)
     stack = Stack(f"{tmp}/floor-state-{count}", "floor", project_dir=project)
     stack.run("config", "set", "n", str(count))
     if up:

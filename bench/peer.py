@@ -145,7 +145,7 @@ def main() -> int:
         return 2
     tmp = tempfile.mkdtemp(prefix="virtfleet-b5-", dir=os.path.join(lab.ROOT, ".state"))
     print(f"B5: guests graphics {graphics}; virtfleet on the official toolchain, provider host: "
-          f"{'the SDK' if sdk_host else 'the project override (16 workers)'}, "
+          f"{'the SDK' if sdk_host else 'the project override'}, "
           f"PULUMI_PARALLEL={os.environ.get('PULUMI_PARALLEL', 'engine default')}; peer -parallelism 10", flush=True)
     held = {}
     for h in HOSTS:  # the base once per host, untimed, for both sides (B1 measures distribution)

@@ -40,7 +40,8 @@ group = "+0"
 cgroup_controllers = [ ]
 EOF
   echo 'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"' > "$d/etc/libvirtd.conf"
-  # every thread of a guest's QEMU at GUEST_NICE once it started (threads it makes later inherit it)
+  # every thread of a guest's QEMU, and its autogroup, at GUEST_NICE once it started (threads it makes
+  # later inherit it)
   mkdir -p "$d/etc/hooks"
   cat > "$d/etc/hooks/qemu" <<EOF
 #!/bin/sh
@@ -48,6 +49,10 @@ cat >/dev/null
 [ "\$2" = started ] || exit 0
 pid=\$(cat "/run/libvirt/qemu/\$1.pid" 2>/dev/null) || exit 0
 for t in /proc/\$pid/task/*; do renice -n $GUEST_NICE -p "\${t##*/}" >/dev/null 2>&1; done
+# libvirt starts each QEMU in a session of its own, and with autogroup scheduling every session is a
+# group that the kernel shares the CPUs between as equals, whatever its threads' nice: the group's own
+# nice is what ranks it against the client side.
+echo $GUEST_NICE > /proc/\$pid/autogroup 2>/dev/null
 exit 0
 EOF
   chmod 0755 "$d/etc/hooks/qemu"

@@ -15,12 +15,14 @@ from tests.lab import ROOT
 PROVIDER_HOST_PLUGINS = f"plugins:\n  providers:\n    - name: pulumi-python\n      path: {ROOT}/plugin\n"
 
 
-def python_project(project: str, name: str, program: str, provider_host: bool) -> str:
-    """A one-file Python project on the repo's venv; `provider_host`: with virtfleet's provider host."""
+def python_project(project: str, name: str, program: str, provider_host: bool, refresh: bool = False) -> str:
+    """A one-file Python project on the repo's venv; `provider_host`: with virtfleet's provider host;
+    `refresh`: previews and updates refresh first, as virtfleet's Pulumi.yaml has it."""
     os.makedirs(project, exist_ok=True)
     with open(os.path.join(project, "Pulumi.yaml"), "w") as f:
         f.write(f"name: {name}\nruntime:\n  name: python\n  options:\n    virtualenv: {ROOT}/.venv\n"
-                + (PROVIDER_HOST_PLUGINS if provider_host else ""))
+                + (PROVIDER_HOST_PLUGINS if provider_host else "")
+                + ("options:\n  refresh: always\n" if refresh else ""))
     with open(os.path.join(project, "__main__.py"), "w") as f:
         f.write(program)
     return project

@@ -120,23 +120,28 @@ def virt(c: Connection) -> libvirt.virConnect:
         return conn
 
 
-_warmed: set[CacheKey] = set()
+_warming: set[CacheKey] = set()
 
 
 def warm(conns: list[Connection]) -> None:
-    """Open these hosts' connections in the background, once per process: the provider calls this when it
-    is configured, so the SSH handshakes and libvirt connects overlap the engine's first steps.  Errors
-    are left for the calls that need the connection, which report them."""
+    """Open these hosts' connections in the background: the providers call this when they are configured,
+    so the SSH handshakes and libvirt connects overlap the engine's first steps.  A host already connected
+    or connecting is skipped; errors are left for the calls that need the connection, which report them."""
+
     def one(c: Connection) -> None:
-        with contextlib.suppress(Exception):
-            virt(c)
-            starts.machine_of(c)
-            trace(f"warm {c.host}")
+        try:
+            with contextlib.suppress(Exception):
+                virt(c)
+                starts.machine_of(c)
+                trace(f"warm {c.host}")
+        finally:
+            with _warm_lock:
+                _warming.discard(cache_key(c))
 
     with _warm_lock:
-        fresh = [c for c in conns if cache_key(c) not in _warmed]
-        _warmed.update(cache_key(c) for c in fresh)
-    for c in fresh:
+        fresh = {cache_key(c): c for c in conns if cache_key(c) not in _warming and cache_key(c) not in _virt}
+        _warming.update(fresh)
+    for c in fresh.values():
         threading.Thread(target=one, args=(c,), name=f"warm-{c.host}", daemon=True).start()
 
 

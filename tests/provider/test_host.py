@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 
 import pytest
+from pulumi.dynamic import Config, ConfigureRequest
 
 from providers.errors import HostError
 from providers.host import HostProvider
+from providers.remote import session
 from providers.spec import Connection
 from tests import lab
 from tests.provider.fixtures import host_props
@@ -101,3 +104,21 @@ def test_a_cached_connection_whose_ssh_master_died_is_replaced() -> None:
     read = hp.read(created.id, created.outs)
     assert read.id == created.id and read.outs["hostname"] == "h3"
     assert len(_master_of(c)) == 1
+
+
+def test_configure_opens_every_hosts_connection_in_the_background() -> None:
+    """The engine configures the provider with the stack config before its first call: the hosts'
+    connections open then, off the calls' path (a host listed twice, or not valid, is skipped)."""
+    hosts = {f"{h}-warm": {k: p[k] for k in ("address", "user", "hostKey", "sshKeyFile")}
+             for h, p in ((h, lab.connection_props(h)) for h in ("h1", "h2"))}
+    hosts["bad"] = {"user": "root"}  # no address: left for the program's parse to report
+    conns = [Connection.from_host_config(h, v, f"hosts.{h}") for h, v in hosts.items() if h != "bad"]
+    for c in conns:
+        session.forget(c)
+    t0 = time.monotonic()
+    HostProvider().configure(ConfigureRequest(Config({"virtfleet:hosts": json.dumps(hosts)}, "virtfleet")))
+    assert time.monotonic() - t0 < 0.5, "configure must not wait for the hosts"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not all(session.cache_key(c) in session._virt for c in conns):
+        time.sleep(0.05)
+    assert all(session.virt(c).getHostname() == c.host.removesuffix("-warm") for c in conns)
