@@ -131,10 +131,10 @@ def _guest(key: str, gkey: str, host: str, g: Any, host_nic: str, images: dict[s
         running=v.boolean(f"{key}.running", g.get("running", True)),
         autostart=v.boolean(f"{key}.autostart", g.get("autostart", True)),
         delete_disk=v.boolean(f"{key}.deleteDiskOnDestroy", g.get("deleteDiskOnDestroy", False)),
-        ip=str(g.get("ip") or ""),
+        ip=v.ip(f"{key}.ip", g.get("ip")),
         kernel=v.abs_path(f"{key}.kernel", g["kernel"], "kernel") if g.get("kernel") else "",
         initrd=v.abs_path(f"{key}.initrd", g["initrd"], "initrd") if g.get("initrd") else "",
-        cmdline=str(g.get("cmdline") or ""),
+        cmdline=v.cmdline(f"{key}.cmdline", g.get("cmdline")),
         graphics=v.choice(f"{key}.graphics", g.get("graphics", "spice"), GRAPHICS, "graphics"),
         shutdown_timeout=v.integer(f"{key}.shutdownTimeout", g.get("shutdownTimeout", 60), 0, 3600,
                                    "shutdownTimeout"),
@@ -158,7 +158,20 @@ def _host(hkey: str, h: Any, images: dict[str, LocalImage]) -> HostConf:
     return HostConf(hkey, spec, confs)
 
 
+def _base_image_names(hosts: tuple[HostConf, ...]) -> None:
+    """Each host's BaseImage is the resource `HOST-IMAGE`: two pairs must not join into one name."""
+    seen: dict[str, str] = {}
+    for h in hosts:
+        for image in sorted({g.image for g in h.guests}):
+            joined, where = f"{h.key}-{image}", f"hosts.{h.key} with image {image!r}"
+            if joined in seen:
+                raise ConfigError(f"hosts.{h.key}", f"{where} and {seen[joined]} would both be the resource "
+                                  f"{joined!r}", "Rename the host or the image so that HOST-IMAGE differs")
+            seen[joined] = where
+
+
 def _cross_checks(hosts: tuple[HostConf, ...]) -> None:
+    _base_image_names(hosts)
     keys: dict[str, str] = {}
     names: dict[tuple[str, str], str] = {}
     macs: dict[str, str] = {}

@@ -35,7 +35,8 @@ class Connection:
     @property
     def uri(self) -> str:
         port = "" if self.port == 22 else f":{self.port}"
-        return f"qemu+ssh://{self.user}@{self.address}{port}/system"
+        host = f"[{self.address}]" if ":" in self.address else self.address  # an IPv6 address
+        return f"qemu+ssh://{self.user}@{host}{port}/system"
 
     def to_props(self) -> dict[str, Any]:
         return {"host": self.host, "address": self.address, "port": self.port, "user": self.user,
@@ -94,7 +95,7 @@ class PoolSpec:
         if ptype == "logical":
             vg = v.name(f"{key}.vg", p.get("vg") or pname, "volume group")
             return cls(name=pname, type=ptype, path=f"/dev/{vg}", vg=vg)
-        return cls(name=pname, type=ptype, path=v.abs_path(f"{key}.path", p.get("path", cls.path), "pool path"))
+        return cls(name=pname, type=ptype, path=v.pool_path(f"{key}.path", p.get("path", cls.path)))
 
 
 @dataclass(frozen=True)
@@ -258,8 +259,8 @@ class GuestSpec:
             autostart=v.boolean("autostart", p.get("autostart", True)),
             kernel=v.abs_path("kernel", p["kernel"], "kernel") if p.get("kernel") else "",
             initrd=v.abs_path("initrd", p["initrd"], "initrd") if p.get("initrd") else "",
-            cmdline=str(p.get("cmdline") or ""),
+            cmdline=v.cmdline("cmdline", p.get("cmdline")),
             shutdown_timeout=v.integer("shutdownTimeout", p.get("shutdownTimeout", DEFAULT_SHUTDOWN_TIMEOUT),
                                        0, 3600, "shutdownTimeout"),
-            ip=str(p.get("ip") or ""),
+            ip=v.ip("ip", p.get("ip")),
             cpu_priority=v.choice("cpuPriority", p.get("cpuPriority", "normal"), CPU_PRIORITIES, "cpuPriority"))

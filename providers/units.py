@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {
@@ -9,7 +10,7 @@ _UNITS = {
     "mib": 1 << 20, "g": 1 << 30, "gb": 1000**3, "gib": 1 << 30, "t": 1 << 40, "tb": 1000**4,
     "tib": 1 << 40,
 }
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
 
 
 def parse_size(value: object, default_unit: int = 1 << 30) -> int:
@@ -18,7 +19,7 @@ def parse_size(value: object, default_unit: int = 1 << 30) -> int:
         raise ValueError(f"{value!r} is a boolean, not a size")
     if isinstance(value, (int, float)):
         number, unit = float(value), default_unit
-    elif isinstance(value, str) and (m := _SIZE.match(value)):
+    elif isinstance(value, str) and (m := _SIZE.fullmatch(value)):
         number = float(m.group(1))
         factor = _UNITS.get(m.group(2).lower(), 0)
         if factor == 0:
@@ -26,6 +27,8 @@ def parse_size(value: object, default_unit: int = 1 << 30) -> int:
         unit = factor or default_unit
     else:
         raise ValueError(f"{value!r} is not a size (use a number of GiB, or e.g. \"4GiB\", \"512MiB\")")
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
     if number < 0:
         raise ValueError(f"{value!r} is negative")
     return int(number * unit)

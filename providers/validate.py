@@ -14,10 +14,15 @@ from typing import Any
 from .errors import ConfigError
 from .units import parse_size
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # matched whole (fullmatch): no trailing newline
 MAX_NAME = 64
-MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-NIC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,14}$")
+MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+NIC_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,14}")
+DNS_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
+# where a pool must not live: the root and the system's own directories
+SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root", "/run",
+               "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/lib/libvirt", "/var/log"}
+MAX_CMDLINE = 4096
 HOST_KEY_TYPES = {"ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
                   "ecdsa-sha2-nistp521"}
 MAX_MEMORY = 16 << 40  # 16 TiB: anything larger is a typo
@@ -31,7 +36,7 @@ def name(key: str, value: Any, what: str = "name", max_len: int = MAX_NAME) -> s
     if len(value) > max_len:
         raise ConfigError(key, f"{what} {value[:20]!r}... is {len(value)} characters, the limit is {max_len}",
                           "Use a shorter name")
-    if not NAME_RE.match(value) or ".." in value:
+    if not NAME_RE.fullmatch(value) or ".." in value:
         raise ConfigError(key, f"{what} {value!r} contains characters that are not allowed",
                           "Use only letters, digits, '.', '_' and '-' (no '/', '..', spaces, quotes, <, >, &), "
                           "starting with a letter or digit")
@@ -40,7 +45,7 @@ def name(key: str, value: Any, what: str = "name", max_len: int = MAX_NAME) -> s
 
 def mac(key: str, value: Any) -> str:
     """A unicast, non-zero MAC address, returned in lower case."""
-    if not isinstance(value, str) or not MAC_RE.match(value):
+    if not isinstance(value, str) or not MAC_RE.fullmatch(value):
         raise ConfigError(key, f"{value!r} is not a MAC address", "Write six hex pairs, e.g. D2:91:69:C0:14:9A")
     first = int(value[:2], 16)
     if first & 1:
@@ -95,7 +100,7 @@ def address(key: str, value: Any) -> str:
         return str(ipaddress.ip_address(value))
     except ValueError:
         pass
-    if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$", value):
+    if not DNS_RE.fullmatch(value):
         raise ConfigError(key, f"{value!r} is neither an IP address nor a DNS name",
                           "Put the user in `user` and the port in `port`, not in the address")
     return value
@@ -128,6 +133,38 @@ def abs_path(key: str, value: Any, what: str) -> str:
     return value.rstrip("/") or "/"
 
 
+def pool_path(key: str, value: Any) -> str:
+    """An absolute directory for a dir pool that is not the root or a system directory."""
+    path = abs_path(key, value, "pool path")
+    if path in SYSTEM_DIRS:
+        raise ConfigError(key, f"pool path {path!r} is a system directory: volumes would be created among the "
+                          "host's own files", "Use a directory of its own, e.g. /var/lib/virtfleet/guests")
+    return path
+
+
+def ip(key: str, value: Any) -> str:
+    """An optional IP address (informational): empty, or an IPv4/IPv6 address."""
+    if value in (None, ""):
+        return ""
+    try:
+        return str(ipaddress.ip_address(value if isinstance(value, str) else ""))
+    except ValueError:
+        raise ConfigError(key, f"{value!r} is not an IP address", "Write e.g. 192.0.2.20, or leave `ip` out") from None
+
+
+def cmdline(key: str, value: Any) -> str:
+    """A kernel command line: one line of printable text, at most MAX_CMDLINE characters."""
+    if value in (None, ""):
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(key, f"cmdline must be a string, got {value!r}", "Quote it, e.g. \"console=ttyS0\"")
+    if len(value) > MAX_CMDLINE:
+        raise ConfigError(key, f"cmdline is {len(value)} characters, the limit is {MAX_CMDLINE}", "Shorten it")
+    if any(not ch.isprintable() for ch in value):
+        raise ConfigError(key, "cmdline contains control characters (a newline?)", "Write it on one line")
+    return value
+
+
 def choice(key: str, value: Any, allowed: tuple[str, ...], what: str) -> str:
     if value not in allowed:
         raise ConfigError(key, f"{what} {value!r} is not one of {', '.join(allowed)}",
@@ -136,6 +173,6 @@ def choice(key: str, value: Any, allowed: tuple[str, ...], what: str) -> str:
 
 
 def nic(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not NIC_RE.match(value):
+    if not isinstance(value, str) or not NIC_RE.fullmatch(value):
         raise ConfigError(key, f"{value!r} is not a network interface name", "Use the host's NIC name, e.g. enp30s0")
     return value

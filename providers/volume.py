@@ -47,7 +47,7 @@ def _grow(spec: VolumeSpec, vol: libvirt.virStorageVol) -> None:
     path = vol.path()
     conn = session.virt(spec.conn)
     for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-        if path in dom.XMLDesc(0):
+        if path in xmlgen.disk_sources(dom.XMLDesc(0)):
             dom.blockResize(path, spec.capacity, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
             return
     vol.resize(spec.capacity, 0)

@@ -202,3 +202,14 @@ def observe_volume(xml: str) -> dict[str, Any]:
             "capacity": int(_text(root, "capacity", "0") or 0), "format": _attr(root, "target/format", "type"),
             "backingPath": _text(root, "backingStore/path"),
             "backingFormat": _attr(root, "backingStore/format", "type")}
+
+
+def disk_sources(xml: str) -> list[str]:
+    """The files and block devices behind a domain's disks (a path is compared whole, never as a part)."""
+    root = ET.fromstring(xml)
+    found = []
+    for src in root.findall("devices/disk/source"):
+        path = src.get("file") or src.get("dev")
+        if path:
+            found.append(path)
+    return found

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import paramiko
 
 _lock = threading.Lock()
-CacheKey = tuple[str, int, str, str, str]
+CacheKey = tuple[str, int, str, str, str, str]
 _host_locks: dict[tuple[str, CacheKey], threading.Lock] = {}
 _masters: dict[CacheKey, str] = {}  # the control sockets of the masters this process used
 _private_key: list[str] = []  # the secret key material, when configured
@@ -56,8 +56,10 @@ def set_private_key(material: str | None) -> None:
 
 
 def cache_key(c: Connection) -> CacheKey:
-    """Connections are shared only when everything that authenticates them is the same."""
-    return (c.address, c.port, c.user, c.host_key, c.ssh_key_file)
+    """Connections are shared only when everything that authenticates them is the same, the configured
+    private key included (by its digest: a master opened with one stack's key never serves another's)."""
+    secret = hashlib.sha256(_private_key[0].encode()).hexdigest()[:16] if _private_key else ""
+    return (c.address, c.port, c.user, c.host_key, c.ssh_key_file, secret)
 
 
 def _private_dir(path: str) -> bool:
@@ -154,8 +156,10 @@ def control_path(c: Connection) -> str:
 
 
 def ssh_options(c: Connection) -> list[str]:
-    """What every ssh we run gets: strict host keys, no prompts, our ciphers, the host's master socket."""
+    """What every ssh we run gets: strict host keys (from the pin or the known_hosts files only: no
+    ssh_config command or DNS record adds trust), no prompts, our ciphers, the host's master socket."""
     return ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10",
+            "-o", "KnownHostsCommand=none", "-o", "VerifyHostKeyDNS=no", "-o", "UpdateHostKeys=no",
             "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3", "-o", f"Ciphers={SSH_CIPHERS}",
             *_known_hosts(c), "-o", f"ControlPath={control_path(c)}"]
 
@@ -184,6 +188,7 @@ def _start_master(c: Connection, ctl: str) -> None:
     key_args: list[str] = []
     secret = ""
     if _private_key:
+        _sweep_keys(d)
         secret = os.path.join(d, f"id-{os.getpid()}-{threading.get_ident()}")
         fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -197,7 +202,7 @@ def _start_master(c: Connection, ctl: str) -> None:
         with tempfile.TemporaryFile(dir=d) as err:  # not a pipe: the backgrounded master keeps no end of it
             try:
                 rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                    timeout=40).returncode
+                                    timeout=40, env=ssh_env()).returncode
             except subprocess.TimeoutExpired as exc:
                 raise HostError(c.host, f"SSH to {c.address}:{c.port}", "no answer within 40 s",
                                 "Check that the host is up and the address and port are right") from exc
@@ -208,6 +213,21 @@ def _start_master(c: Connection, ctl: str) -> None:
             os.unlink(secret)  # the master has authenticated; the key is not needed on disk again
     if rc != 0 or not os.path.exists(ctl):
         raise _classify(c, stderr)
+
+
+def ssh_env() -> dict[str, str]:
+    """The environment of the ssh processes we start: ours without Pulumi's variables, which may hold the
+    decrypted stack config or its passphrase (a master outlives the run by up to PERSIST)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
+
+
+def _sweep_keys(d: str) -> None:
+    """Remove key files that a killed process left in the runtime directory (`id-PID-THREAD`)."""
+    for name in os.listdir(d):
+        parts = name.split("-")
+        if len(parts) == 3 and parts[0] == "id" and parts[1].isdigit() and not os.path.exists(f"/proc/{parts[1]}"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(d, name))
 
 
 def ssh_binary() -> str:
@@ -284,7 +304,8 @@ def _control_start(ctl: str, command: str, *extra: str) -> subprocess.Popen[byte
     """`exit`: close the master on this control socket now; `stop`: once its sessions are done; `forward`
     with `-L LOCAL:REMOTE`: a new forwarding (the host name is not used with a ControlPath)."""
     return subprocess.Popen([ssh_binary(), "-o", f"ControlPath={ctl}", "-O", command, *extra, "virtfleet-host"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=ssh_env())
 
 
 def forward(c: Connection, local: str, remote: str) -> bool:
@@ -317,7 +338,7 @@ def popen(c: Connection, argv: list[str]) -> subprocess.Popen[bytes]:
     (the master takes the pipes over: no process of ours copies the data in between)."""
     connect(c)
     return subprocess.Popen(_session_argv(c, argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, env=ssh_env())
 
 
 def run(c: Connection, argv: list[str], timeout: float = 300, check: bool = True) -> tuple[int, str, str]:
@@ -327,7 +348,7 @@ def run(c: Connection, argv: list[str], timeout: float = 300, check: bool = True
         connect(c)
         try:
             proc = subprocess.run(_session_argv(c, argv), stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=timeout)
+                                  timeout=timeout, env=ssh_env())
         except subprocess.TimeoutExpired as exc:
             raise HostError(c.host, f"running {argv[0]}", f"no result within {timeout:.0f} s",
                             "Check the host's load and SSH connection and retry") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import urllib.parse
 
@@ -141,3 +142,30 @@ def test_a_lab_host_stops_without_leftovers() -> None:
     assert subprocess.run(["ip", "link", "show", "vfh4"], capture_output=True).returncode != 0
     procs = subprocess.run(["pgrep", "-f", ".lab/hosts/h4/"], capture_output=True, text=True).stdout
     assert procs.strip() == ""
+
+
+def test_an_ssh_config_known_hosts_command_adds_no_trust(lab_info, tmp_path) -> None:
+    """A KnownHostsCommand in the user's ssh_config that vouches for the host does not make an unknown
+    (unpinned, not in known_hosts) host trusted: only the pin or the known_hosts files count.  (ssh reads
+    the config of the user's passwd home, not $HOME: it is put there for the test and restored.)"""
+    h = lab_info["hosts"]["h1"]
+    vouch = tmp_path / "vouch"
+    vouch.write_text(f"#!/bin/sh\necho '{h['address']} {h['hostKey']}'\n")
+    vouch.chmod(0o755)
+    config = os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".ssh", "config")
+    os.makedirs(os.path.dirname(config), mode=0o700, exist_ok=True)
+    saved = open(config).read() if os.path.exists(config) else None
+    try:
+        with open(config, "w") as f:
+            f.write(f"Host {h['address']}\n  KnownHostsCommand {vouch}\n  VerifyHostKeyDNS yes\n"
+                    + (saved or ""))
+        c = conn_of("h1", hostKey="", host="h1-vouched")
+        with pytest.raises(HostKeyError) as err:
+            session.connect(c)
+        assert "unknown: refused" in str(err.value)
+    finally:
+        if saved is None:
+            os.unlink(config)
+        else:
+            with open(config, "w") as f:
+                f.write(saved)

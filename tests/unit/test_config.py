@@ -108,6 +108,23 @@ BAD = [
     (f"{G}.shutdownTimeout", -1, f"{G}.shutdownTimeout", "out of range"),
     (f"{G}.cpuPriority", "low", f"{G}.cpuPriority", "not one of"),
     ("images.baseline.path", "/nonexistent/image.qcow2", "images.baseline.path", "does not exist"),
+    # a trailing newline must not slip past a pattern (it once let a duplicate or an all-zero MAC through)
+    (f"{G}.mac", "00:00:00:00:00:00\n", f"{G}.mac", "not a MAC"),
+    ("hosts.rome.guests.r1.mac", "d2:91:69:c0:14:9a\n", "hosts.rome.guests.r1.mac", "not a MAC"),
+    (f"{G}.name", "vm1\n", f"{G}.name", "not allowed"),
+    (f"{H}.hostNic", "eth0\n", f"{H}.hostNic", "not a network interface"),
+    (f"{H}.address", "athens.example.org\n", f"{H}.address", "neither an IP"),
+    (f"{G}.memory", "4GiB\nx", f"{G}.memory", "not a size"),
+    (f"{G}.memory", float("inf"), f"{G}.memory", "not a finite number"),
+    (f"{G}.memory", float("nan"), f"{G}.memory", "not a finite number"),
+    (f"{G}.ip", "192.0.2.300", f"{G}.ip", "not an IP address"),
+    (f"{G}.ip", ["192.0.2.20"], f"{G}.ip", "not an IP address"),
+    (f"{G}.cmdline", "console=ttyS0\ninit=/bin/sh", f"{G}.cmdline", "control characters"),
+    (f"{G}.cmdline", "x" * 5000, f"{G}.cmdline", "limit is 4096"),
+    (f"{G}.cmdline", 42, f"{G}.cmdline", "must be a string"),
+    (f"{H}.pool.path", "/", f"{H}.pool.path", "system directory"),
+    (f"{H}.pool.path", "/etc", f"{H}.pool.path", "system directory"),
+    (f"{H}.pool.path", "/var/lib/libvirt/", f"{H}.pool.path", "system directory"),
     ("hosts.athens.guests.some-athens-guest.memroy", 4, f"{G}.memroy", "Did you mean `memory`"),
     (f"{H}.adress", "x", f"{H}.adress", "Did you mean `address`"),
     ("hosts.rome.guests.r1.name", "some-athens-guest", None, None),  # same name, other host: fine
@@ -200,3 +217,22 @@ def test_host_connections_for_early_ssh_are_the_parsed_ones_and_skip_bad_hosts(i
     raw["hosts"]["worse"] = "not a mapping"
     assert host_connections(raw["hosts"]) == parsed
     assert host_connections(None) == [] == host_connections("x")
+
+
+def test_host_and_image_names_that_join_into_one_resource_name_are_refused(image: str) -> None:
+    raw = good(image)
+    raw["images"]["b-c"] = {"path": image}
+    for host, addr, guest, mac, img in (("a-b", "192.0.2.30", "g1", "52:54:00:00:00:31", "c"),
+                                        ("a", "192.0.2.31", "g2", "52:54:00:00:00:32", "b-c")):
+        one = {"mac": mac, "image": img, "memory": 1}
+        raw["hosts"][host] = {"address": addr, "hostNic": "eth0", "guests": {guest: one}}
+    raw["images"]["c"] = {"path": image}
+    with pytest.raises(ConfigError) as err:
+        parse_with(image, raw)
+    assert err.value.key in ("hosts.a", "hosts.a-b") and "'a-b-c'" in str(err.value)
+
+
+def test_an_ipv6_host_is_bracketed_in_its_uri(image: str) -> None:
+    raw = with_value(good(image), "hosts.athens.address", "2001:db8::10")
+    conn = parse_with(image, raw).hosts[0].spec.conn
+    assert conn.uri == "qemu+ssh://root@[2001:db8::10]/system"

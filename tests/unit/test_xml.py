@@ -112,3 +112,15 @@ def test_cpu_priority_round_trips(priority: str) -> None:
     xml = xmlgen.domain(article_guest(cpu_priority=priority), UUID)
     assert xmlgen.observe_domain(xml)["cpuPriority"] == priority
     assert (ET.fromstring(xml).find("cputune") is None) == (priority == "normal")  # default: libvirt's own
+
+
+def test_disk_sources_are_whole_paths_never_parts_of_one() -> None:
+    """Growing vm1's disk must not find it inside vm10's domain (LVM volumes have no suffix to tell them apart)."""
+    xml = ("<domain type='qemu'><devices>"
+           "<disk type='block' device='disk'><source dev='/dev/guests/vm10'/><target dev='vda'/></disk>"
+           "<disk type='file' device='cdrom'><target dev='hdc'/></disk>"
+           "<disk type='file' device='disk'><source file='/var/lib/virtfleet/guests/vm10.qcow2'/></disk>"
+           "</devices></domain>")
+    assert xmlgen.disk_sources(xml) == ["/dev/guests/vm10", "/var/lib/virtfleet/guests/vm10.qcow2"]
+    assert "/dev/guests/vm1" not in xmlgen.disk_sources(xml)
+    assert "/dev/guests/vm1" in xml  # what the old substring test matched

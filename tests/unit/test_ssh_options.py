@@ -1,0 +1,54 @@
+"""What virtfleet's ssh processes get: keys kept apart, no inherited secrets, no extra sources of trust."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from providers.remote import ssh
+from providers.spec import Connection
+
+pytestmark = pytest.mark.unit
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKMXPZbrtpy4ToAGYPKvES0bow1xtrIrOLpw5kCD8SGy"
+C = Connection(host="h", address="192.0.2.10", host_key=KEY)
+
+
+@pytest.fixture
+def no_key():
+    yield
+    ssh.set_private_key(None)
+
+
+def test_a_master_opened_with_one_key_is_never_reused_for_another(no_key) -> None:
+    ssh.set_private_key("-----BEGIN OPENSSH PRIVATE KEY-----\nKEYMATERIALONE\n-----END OPENSSH PRIVATE KEY-----\n")
+    first = (ssh.cache_key(C), ssh.control_path(C))
+    ssh.set_private_key("-----BEGIN OPENSSH PRIVATE KEY-----\nKEYMATERIALTWO\n-----END OPENSSH PRIVATE KEY-----\n")
+    second = (ssh.cache_key(C), ssh.control_path(C))
+    ssh.set_private_key(None)
+    assert first[0] != second[0] and first[1] != second[1] != ssh.control_path(C)
+    assert not any("KEYMATERIAL" in str(part) for part in (*first[0], *second[0]))
+
+
+def test_ssh_processes_do_not_inherit_pulumis_variables(monkeypatch) -> None:
+    monkeypatch.setenv("PULUMI_CONFIG", '{"virtfleet:sshPrivateKey": "secret"}')
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "secret")
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/run/agent")
+    env = ssh.ssh_env()
+    assert not [k for k in env if k.startswith("PULUMI_")] and env["SSH_AUTH_SOCK"] == "/run/agent"
+
+
+def test_only_the_pin_or_known_hosts_files_are_trusted() -> None:
+    opts = ssh.ssh_options(C)
+    for option in ("StrictHostKeyChecking=yes", "KnownHostsCommand=none", "VerifyHostKeyDNS=no",
+                   "UpdateHostKeys=no", "GlobalKnownHostsFile=/dev/null"):
+        assert option in opts
+
+
+def test_key_files_of_killed_processes_are_swept(tmp_path) -> None:
+    dead = 2**22 + 7  # above pid_max's default: no such process
+    (tmp_path / f"id-{dead}-1").write_text("key")
+    (tmp_path / f"id-{os.getpid()}-1").write_text("key")
+    (tmp_path / "known_hosts-x").write_text("")
+    ssh._sweep_keys(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"id-{os.getpid()}-1", "known_hosts-x"])
