@@ -3,9 +3,10 @@
 The SDK's host (`python -m pulumi.dynamic`) serves every dynamic resource of a run from a gRPC server with
 4 worker threads, so at most 4 provider calls run at once whatever `pulumi up --parallel` allows, and
 virtfleet's calls mostly wait on hosts.  This host runs the SDK's unmodified servicer code (the module
-`pulumi.dynamic.__main__` without its closing `main()` call) in a server of WORKERS threads.  Pulumi.yaml
-`plugins:` selects it for this project only (pulumi-resource-pulumi-python beside this file).  If the SDK's module
-no longer has the expected shape, it serves through the SDK's own host unchanged and says so.
+`pulumi.dynamic.__main__` without its closing `main()` call) in a server of WORKERS threads.
+Pulumi.yaml `plugins:` selects it for this project only (pulumi-resource-pulumi-python beside this
+file).  If the SDK's module no longer has the expected shape, it serves through the SDK's own host
+unchanged and says so.
 """
 
 from __future__ import annotations
@@ -17,11 +18,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent import futures
-from threading import Event
 from typing import Any
-
-# gRPC logs a line whenever a library forks while its threads are busy: virtfleet's output stays quiet
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 WORKERS = int(os.environ.get("VIRTFLEET_PROVIDER_WORKERS", "64"))
 SDK_HOST = "pulumi.dynamic.__main__"
@@ -89,7 +86,7 @@ def serve(sdk: dict[str, Any], workers: int) -> None:
     sys.stdout.buffer.write(f"{port}\n".encode())
     sys.stdout.flush()
     try:
-        Event().wait()
+        threading.Event().wait()
     except KeyboardInterrupt:  # the engine's stop signal
         server.stop(0)
         if not pool.running:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import os
 import shlex
 import threading
@@ -73,25 +74,26 @@ def libvirt_uri(c: Connection) -> str:
 
 REMOTE_SOCKET = "/var/run/libvirt/libvirt-sock"  # libvirtd's, or virtproxyd's with modular daemons
 _sockets: dict[CacheKey, str] = {}
-_forwards = iter(range(1 << 62))
+_forwards = itertools.count()
 
 
 def _open(c: Connection) -> libvirt.virConnect:
     """A new libvirt connection over the host's master: a forwarded socket, else qemu+ssh."""
+    k = cache_key(c)
     local = os.path.join(runtime_dir(), f"libvirt-{tag(c)}-{os.getpid()}-{next(_forwards)}")
-    _drop_socket(c)
+    _drop_socket(k)
     if forward(c, local, REMOTE_SOCKET):
-        _sockets[cache_key(c)] = local
+        _sockets[k] = local
         try:
             return libvirt.open("qemu+unix:///system?" + urllib.parse.urlencode({"socket": local}))
         except libvirt.libvirtError as exc:
             trace(f"forwarded libvirt socket refused on {c.host}: {exc}; using qemu+ssh")
-            _drop_socket(c)
+            _drop_socket(k)
     return libvirt.open(libvirt_uri(c))
 
 
-def _drop_socket(c: Connection) -> None:
-    local = _sockets.pop(cache_key(c), None)
+def _drop_socket(k: CacheKey) -> None:
+    local = _sockets.pop(k, None)
     if local:
         with contextlib.suppress(OSError):
             os.unlink(local)
@@ -155,7 +157,7 @@ def forget(c: Connection) -> None:
                 conn.close()
         except libvirt.libvirtError:
             pass
-        _drop_socket(c)
+        _drop_socket(k)
     _forget_master(c)
 
 
@@ -175,8 +177,7 @@ def close_all(exiting: bool = False) -> None:
         t.join(timeout=10)
     _virt.clear()
     for k in list(_sockets):
-        with contextlib.suppress(OSError):
-            os.unlink(_sockets.pop(k))
+        _drop_socket(k)
     stop_masters(wait=not exiting)
     trace("session close end")
 
