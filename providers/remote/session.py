@@ -50,6 +50,7 @@ __all__ = ["close_all", "connect", "control_path", "forget", "libvirt_uri", "pop
 libvirt.registerErrorHandler(lambda *_: None, None)  # lookups that miss must not print to stderr
 
 _virt: dict[CacheKey, libvirt.virConnect] = {}
+_rides_on: dict[CacheKey, int] = {}  # the master (see _master_id) each connection was opened on
 _warm_lock = threading.Lock()
 
 
@@ -99,18 +100,30 @@ def _drop_socket(k: CacheKey) -> None:
             os.unlink(local)
 
 
-def virt(c: Connection) -> libvirt.virConnect:
-    """The cached libvirt connection of a host; SSH host keys are checked first, with clear errors.
+def _master_id(c: Connection) -> int:
+    """Which master serves the host now (its control socket's inode), 0 when none does."""
+    ctl = control_path(c)
+    try:
+        return os.stat(ctl).st_ino if alive(ctl) else 0
+    except OSError:
+        return 0
 
-    A cached connection is used only while the SSH master it rides on is up: libvirt notices a closed
-    transport only at the next call, which would then fail."""
+
+def _usable(k: CacheKey, c: Connection, conn: libvirt.virConnect) -> bool:
+    """A cached connection is used only while the very master it rides on is up: libvirt notices a closed
+    transport only at the next call, and a new master (started meanwhile for a command) is not its own."""
+    return bool(conn.isAlive()) and _rides_on.get(k, 0) == _master_id(c) != 0
+
+
+def virt(c: Connection) -> libvirt.virConnect:
+    """The cached libvirt connection of a host; SSH host keys are checked first, with clear errors."""
     k = cache_key(c)
     conn = _virt.get(k)
-    if conn is not None and conn.isAlive() and alive(control_path(c)):
+    if conn is not None and _usable(k, c, conn):
         return conn
     with host_lock(c, "virt"):
         conn = _virt.get(k)
-        if conn is None or not conn.isAlive() or not alive(control_path(c)):
+        if conn is None or not _usable(k, c, conn):
             if conn is not None:
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.close()
@@ -119,6 +132,7 @@ def virt(c: Connection) -> libvirt.virConnect:
             except libvirt.libvirtError as exc:
                 raise HostError(c.host, f"connecting libvirt at {c.uri}", str(exc),
                                 "Check that libvirtd runs on the host and the user may use qemu:///system") from exc
+            _rides_on[k] = _master_id(c)
         return conn
 
 
