@@ -83,13 +83,13 @@ def _open(c: Connection) -> libvirt.virConnect:
     k = cache_key(c)
     local = os.path.join(runtime_dir(), f"libvirt-{tag(c)}-{os.getpid()}-{next(_forwards)}")
     _drop_socket(k)
+    _sockets[k] = local  # from here on it is removed with the connection, whatever happens
     if forward(c, local, REMOTE_SOCKET):
-        _sockets[k] = local
         try:
             return libvirt.open("qemu+unix:///system?" + urllib.parse.urlencode({"socket": local}))
         except libvirt.libvirtError as exc:
             trace(f"forwarded libvirt socket refused on {c.host}: {exc}; using qemu+ssh")
-            _drop_socket(k)
+    _drop_socket(k)  # a master that refused, or went away while forwarding, may have made it all the same
     return libvirt.open(libvirt_uri(c))
 
 
