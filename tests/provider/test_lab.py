@@ -41,13 +41,28 @@ def test_qemu_ssh_to_every_host_with_host_key_checking(lab_info) -> None:
 def test_libvirt_falls_back_to_qemu_ssh_when_the_forwarded_socket_does_not_answer(monkeypatch) -> None:
     c = conn_of("h2", host="h2-fallback")
     session.forget(c)
+    before = set(os.listdir(session.runtime_dir()))
     monkeypatch.setattr(session, "REMOTE_SOCKET", "/nonexistent/libvirt-sock")
     try:
         conn = session.virt(c)
         assert conn.getURI().startswith("qemu+ssh://") and conn.getHostname() == "h2"
-        assert not [f for f in os.listdir(session.runtime_dir()) if f.startswith(f"libvirt-{session.tag(c)}-")]
+        left = {f for f in set(os.listdir(session.runtime_dir())) - before if f.startswith("libvirt-")}
+        assert not left, "the refused forward's socket is removed"
     finally:
         session.forget(c)
+
+
+def test_forwarded_sockets_nothing_uses_are_swept() -> None:
+    d = session.runtime_dir()
+    dead = os.path.join(d, f"libvirt-{'0' * 12}-{2**22 + 7}-0")  # no process has this pid
+    stray = os.path.join(d, f"libvirt-{'0' * 12}-{os.getpid()}-999999")  # ours, held by no connection
+    for path in (dead, stray):
+        open(path, "w").close()
+    c = conn_of("h1", host="h1-sweep")
+    session.forget(c)
+    session.virt(c)
+    assert not os.path.exists(dead) and not os.path.exists(stray)
+    assert all(os.path.exists(p) for p in session._sockets.values())
 
 
 def test_plain_libvirt_with_the_lab_known_hosts(lab_info) -> None:
