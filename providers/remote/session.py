@@ -40,6 +40,7 @@ from .ssh import (
     ssh_binary,
     ssh_options,
     stop_masters,
+    sweep,
     tag,
 )
 from .ssh import forget_master as _forget_master
@@ -83,7 +84,9 @@ def _open(c: Connection) -> libvirt.virConnect:
     k = cache_key(c)
     local = os.path.join(runtime_dir(), f"libvirt-{tag(c)}-{os.getpid()}-{next(_forwards)}")
     _drop_socket(k)
-    _sweep_sockets()
+    # sockets nothing uses: of exited processes, and ours that no connection holds (a master that went
+    # away mid-forward may have made one after it was given up)
+    sweep(runtime_dir(), "libvirt", 4, 2, held=set(_sockets.values()))
     _sockets[k] = local  # from here on it is removed with the connection, whatever happens
     if forward(c, local, REMOTE_SOCKET):
         try:
@@ -92,21 +95,6 @@ def _open(c: Connection) -> libvirt.virConnect:
             trace(f"forwarded libvirt socket refused on {c.host}: {exc}; using qemu+ssh")
     _drop_socket(k)  # a master that refused, or went away while forwarding, may have made it all the same
     return libvirt.open(libvirt_uri(c))
-
-
-def _sweep_sockets() -> None:
-    """Remove forwarded sockets that nothing uses: those of exited processes, and this process's own that
-    no connection holds (a master that went away mid-forward may have made one after it was given up)."""
-    d, held = runtime_dir(), set(_sockets.values())
-    for name in os.listdir(d):
-        parts = name.split("-")
-        if len(parts) != 4 or parts[0] != "libvirt" or not parts[2].isdigit():
-            continue
-        path = os.path.join(d, name)
-        mine = int(parts[2]) == os.getpid()
-        if (mine and path not in held) or (not mine and not os.path.exists(f"/proc/{parts[2]}")):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
 
 
 def _drop_socket(k: CacheKey) -> None:

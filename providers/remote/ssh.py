@@ -30,7 +30,7 @@ import stat
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING
 
 from .. import validate
@@ -44,7 +44,7 @@ _lock = threading.Lock()
 CacheKey = tuple[str, int, str, str, str, str]
 _host_locks: dict[tuple[str, CacheKey], threading.Lock] = {}
 _masters: dict[CacheKey, str] = {}  # the control sockets of the masters this process used
-_private_key: list[str] = []  # the secret key material, when configured
+_private_key: list[str] = []  # the secret key material and its digest, when configured
 _runtime_dir: list[str] = []  # [path, "private" when it is this process's own]
 SSH_CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
 PERSIST = "20s"  # a master with no session left (its processes exited or were killed) exits after this
@@ -52,14 +52,13 @@ PERSIST = "20s"  # a master with no session left (its processes exited or were k
 
 def set_private_key(material: str | None) -> None:
     """Called from the providers' `configure` with the stack secret; kept in this process only."""
-    _private_key[:] = [material] if material else []
+    _private_key[:] = [material, hashlib.sha256(material.encode()).hexdigest()[:16]] if material else []
 
 
 def cache_key(c: Connection) -> CacheKey:
     """Connections are shared only when everything that authenticates them is the same, the configured
     private key included (by its digest: a master opened with one stack's key never serves another's)."""
-    secret = hashlib.sha256(_private_key[0].encode()).hexdigest()[:16] if _private_key else ""
-    return (c.address, c.port, c.user, c.host_key, c.ssh_key_file, secret)
+    return (c.address, c.port, c.user, c.host_key, c.ssh_key_file, _private_key[1] if _private_key else "")
 
 
 def _private_dir(path: str) -> bool:
@@ -188,7 +187,7 @@ def _start_master(c: Connection, ctl: str) -> None:
     key_args: list[str] = []
     secret = ""
     if _private_key:
-        _sweep_keys(d)
+        sweep(d, "id", 3, 1)  # key files of killed processes (`id-PID-THREAD`)
         secret = os.path.join(d, f"id-{os.getpid()}-{threading.get_ident()}")
         fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -221,13 +220,19 @@ def ssh_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
 
 
-def _sweep_keys(d: str) -> None:
-    """Remove key files that a killed process left in the runtime directory (`id-PID-THREAD`)."""
+def sweep(d: str, prefix: str, fields: int, pid_at: int, held: Collection[str] | None = None) -> None:
+    """Remove the files of the runtime directory `d` named `prefix-...` (`fields` dash-separated fields, a
+    process id at `pid_at`) that an exited process left; with `held`, also this process's own that are
+    not in it."""
     for name in os.listdir(d):
         parts = name.split("-")
-        if len(parts) == 3 and parts[0] == "id" and parts[1].isdigit() and not os.path.exists(f"/proc/{parts[1]}"):
+        if len(parts) != fields or parts[0] != prefix or not parts[pid_at].isdigit():
+            continue
+        path, pid = os.path.join(d, name), int(parts[pid_at])
+        mine = pid == os.getpid()
+        if (mine and held is not None and path not in held) or (not mine and not os.path.exists(f"/proc/{pid}")):
             with contextlib.suppress(OSError):
-                os.unlink(os.path.join(d, name))
+                os.unlink(path)
 
 
 def ssh_binary() -> str:

@@ -50,5 +50,5 @@ def test_key_files_of_killed_processes_are_swept(tmp_path) -> None:
     (tmp_path / f"id-{dead}-1").write_text("key")
     (tmp_path / f"id-{os.getpid()}-1").write_text("key")
     (tmp_path / "known_hosts-x").write_text("")
-    ssh._sweep_keys(str(tmp_path))
+    ssh.sweep(str(tmp_path), "id", 3, 1)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"id-{os.getpid()}-1", "known_hosts-x"])
