@@ -8,10 +8,12 @@ reading the local image files (digest, virtual size).
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from providers import cloudinit
 from providers import validate as v
 from providers.errors import ConfigError
 from providers.localimage import LocalImage
@@ -19,20 +21,23 @@ from providers.spec import (
     CPU_PRIORITIES,
     DISK_MODES,
     GRAPHICS,
+    MAX_ADDRESS_WAIT,
     VIRT_TYPES,
     Connection,
     HostSpec,
     InterfaceSpec,
+    NetworkSpec,
     PoolSpec,
 )
 
 TOP_KEYS = {"images", "hosts", "sshPrivateKey"}
 IMAGE_KEYS = {"path", "build"}
-HOST_KEYS = {"address", "user", "port", "hostKey", "hostNic", "virtType", "sshKeyFile", "pool", "guests"}
+HOST_KEYS = {"address", "user", "port", "hostKey", "hostNic", "virtType", "sshKeyFile", "pool", "networks", "guests"}
+NETWORK_KEYS = {"mode", "bridge", "address", "dhcp", "autostart"}
 POOL_KEYS = {"name", "type", "path", "vg"}
 GUEST_KEYS = {"name", "memory", "vcpus", "diskSize", "mac", "ip", "image", "disk", "running", "autostart",
               "deleteDiskOnDestroy", "interfaces", "kernel", "initrd", "cmdline", "graphics", "shutdownTimeout",
-              "cpuPriority"}
+              "cpuPriority", "cloudInit", "agent", "waitForAddress"}
 IFACE_KEYS = {"type", "source", "mac", "model"}
 
 
@@ -57,6 +62,9 @@ class GuestConf:
     graphics: str
     shutdown_timeout: int
     cpu_priority: str
+    agent: bool = False
+    seed: cloudinit.Seed | None = None
+    wait_for_address: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class HostConf:
     key: str
     spec: HostSpec
     guests: tuple[GuestConf, ...]
+    networks: tuple[NetworkSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,13 +130,26 @@ def _guest(key: str, gkey: str, host: str, g: Any, host_nic: str, images: dict[s
     if disk_size < img.virtual_size:
         raise ConfigError(f"{key}.diskSize", f"{disk_size} bytes is smaller than image {image!r} "
                           f"({img.virtual_size} bytes)", "Make diskSize at least the image's size")
+    name = v.name(f"{key}.name", g.get("name", gkey), "guest name")
+    interfaces = _interfaces(key, g, host_nic)
+    agent = v.boolean(f"{key}.agent", g.get("agent", False))
+    wait = g.get("waitForAddress", 0)
+    wait = 0 if wait is False else 300 if wait is True else \
+        v.integer(f"{key}.waitForAddress", wait, 0, MAX_ADDRESS_WAIT, "waitForAddress (seconds)")
+    if wait and not agent and not any(i.type == "network" for i in interfaces):
+        raise ConfigError(f"{key}.waitForAddress", "nothing can tell this guest's address: it has no guest agent "
+                          "and no interface on a libvirt network (DHCP leases)",
+                          "Set `agent: true` (the image needs qemu-guest-agent), or put an interface on a "
+                          "network (`interfaces: [{type: network, source: NAME, mac: ...}]`), or remove "
+                          "waitForAddress")
+    seed = cloudinit.render(f"{key}.cloudInit", g["cloudInit"], name) if g.get("cloudInit") is not None else None
     return GuestConf(
-        key=gkey, host=host, name=v.name(f"{key}.name", g.get("name", gkey), "guest name"),
+        key=gkey, host=host, name=name, agent=agent, seed=seed, wait_for_address=wait,
         memory=v.size(f"{key}.memory", g.get("memory"), "memory", 16 << 20, v.MAX_MEMORY),
         vcpus=v.integer(f"{key}.vcpus", g.get("vcpus", 1), 1, v.MAX_VCPUS, "vcpus"),
         disk_size=disk_size, image=image,
         disk_mode=v.choice(f"{key}.disk", g.get("disk", "overlay"), DISK_MODES, "disk"),
-        interfaces=_interfaces(key, g, host_nic),
+        interfaces=interfaces,
         running=v.boolean(f"{key}.running", g.get("running", True)),
         autostart=v.boolean(f"{key}.autostart", g.get("autostart", True)),
         delete_disk=v.boolean(f"{key}.deleteDiskOnDestroy", g.get("deleteDiskOnDestroy", False)),
@@ -148,6 +170,7 @@ def _host(hkey: str, h: Any, images: dict[str, LocalImage]) -> HostConf:
     pool = PoolSpec.from_props(_mapping(f"{key}.pool", h.get("pool") or {}, POOL_KEYS), f"{key}.pool")
     nic = v.nic(f"{key}.hostNic", h["hostNic"]) if h.get("hostNic") else ""
     spec = HostSpec(conn, pool, nic, v.choice(f"{key}.virtType", h.get("virtType", "kvm"), VIRT_TYPES, "virtType"))
+    networks = _networks(key, h.get("networks"), conn)
     guests = _mapping(f"{key}.guests", h.get("guests") or {}, set(h.get("guests") or {}))
     confs = tuple(_guest(f"{key}.guests.{v.name(f'{key}.guests', g, 'guest key')}", g, hkey, gconf, nic, images)
                   for g, gconf in guests.items())
@@ -155,7 +178,32 @@ def _host(hkey: str, h: Any, images: dict[str, LocalImage]) -> HostConf:
         if pool.type == "logical" and g.disk_mode == "overlay":
             raise ConfigError(f"{key}.guests.{g.key}.disk", "overlay disks need a dir pool, this host's pool is LVM",
                               "Set `disk: copy` (a full LV, as the article did) or use a dir pool")
-    return HostConf(hkey, spec, confs)
+    return HostConf(hkey, spec, confs, networks)
+
+
+def _networks(key: str, raw: Any, conn: Connection) -> tuple[NetworkSpec, ...]:
+    nets = _mapping(f"{key}.networks", raw or {}, set(raw or {}) if isinstance(raw, dict) else set())
+    out = []
+    for name, conf in nets.items():
+        at = f"{key}.networks.{v.name(f'{key}.networks', name, 'network name')}"
+        conf = _mapping(at, conf if conf is not None else {}, NETWORK_KEYS)
+        out.append(NetworkSpec.from_props({**conf, "name": name, "connection": conn.to_props()}, at))
+    bridges: dict[str, str] = {}
+    subnets: list[tuple[Any, str]] = []
+    for n in out:
+        at = f"{key}.networks.{n.name}"
+        if n.bridge in bridges:
+            raise ConfigError(f"{at}.bridge", f"bridge {n.bridge!r} is also the bridge of network {bridges[n.bridge]}",
+                              "Give each network its own `bridge` name")
+        bridges[n.bridge] = n.name
+        if n.address:
+            net = ipaddress.IPv4Interface(n.address).network
+            for other, other_name in subnets:
+                if net.overlaps(other):
+                    raise ConfigError(f"{at}.address", f"{net} overlaps network {other_name}'s {other}",
+                                      "Give each network its own subnet")
+            subnets.append((net, n.name))
+    return tuple(out)
 
 
 def _base_image_names(hosts: tuple[HostConf, ...]) -> None:

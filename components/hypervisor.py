@@ -10,6 +10,7 @@ import pulumi
 from providers.base_image import BaseImage
 from providers.host import Host
 from providers.localimage import LocalImage
+from providers.network import Network
 
 from .config import HostConf
 
@@ -26,7 +27,8 @@ def _volume_name(fmt: str) -> Callable[[str], str]:
 
 
 class Hypervisor(pulumi.ComponentResource):
-    """Children: `<host>` (Host) and `<host>-<image>` (BaseImage) for every image its guests use."""
+    """Children: `<host>` (Host), `<host>-<image>` (BaseImage) for every image its guests use, and
+    `<host>-net-<network>` (Network) for every network declared on the host."""
 
     def __init__(self, conf: HostConf, images: dict[str, LocalImage],
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -40,6 +42,9 @@ class Hypervisor(pulumi.ComponentResource):
         self.base_volume_names = {name: digests[name].apply(_volume_name(img.format))
                                   for name, img in images.items()}
         conn = conf.spec.conn.to_props()
+        self.networks = {n.name: Network(f"{conf.key}-net-{n.name}", n.to_props(),
+                                         pulumi.ResourceOptions(parent=self, depends_on=[self.host]))
+                         for n in conf.networks}
         for name in sorted({g.image for g in conf.guests}):
             img = images[name]
             self.base_images[name] = BaseImage(

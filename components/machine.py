@@ -11,6 +11,7 @@ from __future__ import annotations
 import pulumi
 
 from providers.guest import Guest
+from providers.spec import SeedSpec
 from providers.volume import Volume
 
 from .config import GuestConf
@@ -32,6 +33,8 @@ class Machine(pulumi.ComponentResource):
              "mode": conf.disk_mode, "baseVolume": hv.base_volume_names[conf.image],
              "baseFormat": hv.images_format[conf.image], "deleteOnDestroy": conf.delete_disk},
             pulumi.ResourceOptions(parent=self, depends_on=[hv.host, base]))
+        seed = SeedSpec(spec.pool.name, spec.pool.path, conf.seed, conf.name) if conf.seed else None
+        networks = [hv.networks[i.source] for i in conf.interfaces if i.type == "network" and i.source in hv.networks]
         self.guest = Guest(
             conf.key,
             {"connection": conn, "name": conf.name,
@@ -41,10 +44,14 @@ class Machine(pulumi.ComponentResource):
              "interfaces": [i.to_props() for i in conf.interfaces], "graphics": conf.graphics,
              "running": conf.running, "autostart": conf.autostart, "kernel": conf.kernel, "initrd": conf.initrd,
              "cmdline": conf.cmdline, "shutdownTimeout": conf.shutdown_timeout, "ip": conf.ip,
-             "cpuPriority": conf.cpu_priority},
-            pulumi.ResourceOptions(parent=self, depends_on=[self.volume]))
+             "cpuPriority": conf.cpu_priority, "agent": conf.agent, "waitForAddress": conf.wait_for_address,
+             "seed": seed.to_props() if seed else None,
+             # user-data may hold passwords and keys: a secret in the state and the preview, always
+             "cloudInit": pulumi.Output.secret(seed.seed.to_props()) if seed else None},
+            pulumi.ResourceOptions(parent=self, depends_on=[self.volume, *networks]))
         self.outputs = {
             "host": conf.host, "uuid": self.guest.uuid, "mac": conf.interfaces[0].mac, "ip": conf.ip,
+            "address": self.guest.address, "addresses": self.guest.addresses,
             "state": self.guest.state, "uri": self.guest.uri, "console": self.guest.consoleCommand,
             "virtManager": f"virt-manager --connect '{spec.conn.uri}' --show-domain-console {conf.name}",
             "disk": self.volume.path,

@@ -29,6 +29,10 @@ GUEST_TABLE: dict[str, str] = {
     "owner": "inplace",        # metadata only
     "shutdownTimeout": "inplace",
     "ip": "inplace",           # informational
+    "agent": "restart",        # the guest agent's channel
+    "seed": "restart",         # a new cloud-init seed (new content, new instance-id): read at boot
+    "cloudInit": "ignore",     # the seed's content (secret); every change of it changes `seed`
+    "waitForAddress": "ignore",  # how long create/update wait: nothing on the host
     "xmlDrift": "inplace",     # live definition edited outside virtfleet: redefine
 }
 
@@ -43,6 +47,10 @@ VOLUME_TABLE: dict[str, str] = {
 HOST_TABLE: dict[str, str] = {"connection": "replace", "pool": "replace", "hostNic": "inplace",
                               "virtType": "inplace"}
 
+# Network: what needs the network restarted is applied only while no running guest uses it (network.py)
+NETWORK_TABLE: dict[str, str] = {"connection": "replace", "name": "replace", "mode": "inplace", "bridge": "inplace",
+                                 "address": "inplace", "dhcp": "inplace", "autostart": "inplace"}
+
 BASE_IMAGE_TABLE: dict[str, str] = {"connection": "replace", "pool": "replace", "digest": "replace",
                                     "format": "replace", "image": "inplace", "source": "inplace",
                                     "size": "replace"}
@@ -56,7 +64,7 @@ def _norm_connection(c: Any) -> Any:
 
 
 # what a key missing from older state means (added after resources were created: no spurious change)
-DEFAULTS: dict[str, Any] = {"cpuPriority": "normal"}
+DEFAULTS: dict[str, Any] = {"cpuPriority": "normal", "agent": False}
 
 
 def _norm(key: str, value: Any) -> Any:

@@ -8,7 +8,14 @@ fields are compared, so what libvirt adds never counts).  Gone only for a real "
 update: redefine with the same UUID; restart (graceful shutdown, then start) only for restart-class
 changes of a running guest; start/stop for `running`, and resume for a paused guest (`running` is false
 while paused).  Starts go through `remote.starts`: guests starting together on one machine run together.
-delete: graceful shutdown, wait, destroy, undefine (NVRAM, managed save, snapshot metadata).
+delete: graceful shutdown, wait, destroy, undefine (NVRAM, managed save, snapshot metadata), then the
+cloud-init seed volume.
+
+Seeds: a guest with `cloudInit` gets a NoCloud seed ISO in its pool, named by its content, attached as a
+read-only CD-ROM.  New content is a new volume (a running guest's seed is never rewritten): uploaded
+before the redefinition, the old one removed once the guest no longer uses it.
+Addresses: every create, update and read reports each interface's addresses (`remote.addresses`);
+create and update wait up to `waitForAddress` seconds for them, and say what they waited for on giving up.
 """
 
 from __future__ import annotations
@@ -19,14 +26,15 @@ import libvirt
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, ReadResult, Resource, UpdateResult
 
+from . import addresses, cloudinit, xmlgen
 from . import diff as difftab
-from . import xmlgen
 from .base import BaseProvider, inputs_of, say
 from .errors import HostError, UnsafeChangeError
-from .remote import domains, session, starts
+from .remote import addresses as remote_addresses
+from .remote import domains, session, starts, storage
 from .spec import GuestSpec
 
-LIVE_KEYS = ("uuid", "state", "xmlDrift", "restartOnUpdate", "consoleCommand", "uri")
+LIVE_KEYS = ("uuid", "state", "xmlDrift", "restartOnUpdate", "consoleCommand", "uri", "addresses", "address")
 
 
 def _managed(xml: str) -> dict[str, Any]:
@@ -35,7 +43,14 @@ def _managed(xml: str) -> dict[str, Any]:
     return seen
 
 
-def _outs(spec: GuestSpec, props: dict[str, Any], dom: libvirt.virDomain) -> dict[str, Any]:
+def _ifaces(spec: GuestSpec) -> list[dict[str, Any]]:
+    return [i.to_props() for i in spec.interfaces]
+
+
+def _outs(spec: GuestSpec, props: dict[str, Any], dom: libvirt.virDomain,
+          found: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    if found is None:
+        found = remote_addresses.observe(dom, _ifaces(spec), spec.agent)
     live_xml = domains.inactive_xml(dom)
     uuid = dom.UUIDString()
     drift = _managed(live_xml) != _managed(xmlgen.domain(spec, uuid))
@@ -43,7 +58,34 @@ def _outs(spec: GuestSpec, props: dict[str, Any], dom: libvirt.virDomain) -> dic
     state = domains.state(dom)  # a paused guest is not running: `running: true` resumes it
     return {**inputs_of(props), "uuid": uuid, "state": state, "running": bool(dom.isActive()) and state != "paused",
             "autostart": bool(dom.autostart()), "xmlDrift": drift, "uri": c.uri,
-            "consoleCommand": f"virsh -c {c.uri} console {spec.name}"}
+            "consoleCommand": f"virsh -c {c.uri} console {spec.name}",
+            "addresses": found, "address": addresses.first(found)}
+
+
+def _wait_for_address(spec: GuestSpec, dom: libvirt.virDomain) -> list[dict[str, Any]] | None:
+    """Addresses after a bounded wait (waitForAddress), or None for no wait (read them once)."""
+    if not spec.wait_for_address or not spec.running:
+        return None
+    found, gave_up = remote_addresses.wait(dom, _ifaces(spec), spec.agent, spec.wait_for_address)
+    if gave_up:
+        say(f"{spec.conn.host}: gave up after waitForAddress {spec.wait_for_address} s on {spec.name}'s "
+            f"addresses: {gave_up}. The guest is kept; `pulumi refresh` reads its addresses later")
+    return found
+
+
+def _put_seed(spec: GuestSpec) -> None:
+    if spec.seed:
+        storage.put_bytes(spec.conn, storage.pool(spec.conn, spec.seed.pool), spec.seed.volume,
+                          cloudinit.iso(spec.seed.seed))
+
+
+def _drop_seed(spec: GuestSpec, seed: Any) -> None:
+    """Remove a seed volume (from a guest's `seed` props) that the guest no longer uses."""
+    if not isinstance(seed, dict) or not seed.get("volume") or (spec.seed and spec.seed.volume == seed["volume"]):
+        return
+    p = storage.lookup_pool(session.virt(spec.conn), str(seed.get("pool")))
+    if p is not None and storage.delete(p, str(seed["volume"])):
+        say(f"{spec.conn.host}: removed {spec.name}'s old cloud-init seed {seed['volume']}")
 
 
 def _apply_power(spec: GuestSpec, dom: libvirt.virDomain, restart: bool) -> None:
@@ -64,13 +106,19 @@ def _apply_power(spec: GuestSpec, dom: libvirt.virDomain, restart: bool) -> None
 
 
 def _define_new(conn: libvirt.virConnect, spec: GuestSpec, uuid: str = "") -> libvirt.virDomain:
-    """Define and bring to the wanted power state; on any failure the new definition is removed."""
-    dom = conn.defineXML(xmlgen.domain(spec, uuid))
+    """Seed, define and bring to the wanted power state; on any failure what was made is removed."""
+    _put_seed(spec)
+    try:
+        dom = conn.defineXML(xmlgen.domain(spec, uuid))
+    except BaseException:
+        _drop_seed(spec.replace(seed=None), spec.seed and spec.seed.to_props())
+        raise
     try:
         _apply_power(spec, dom, restart=False)
     except Exception as exc:
         try:
             domains.remove(dom, 0)
+            _drop_seed(spec.replace(seed=None), spec.seed and spec.seed.to_props())
         finally:
             if not isinstance(exc, libvirt.libvirtError):
                 raise exc  # already explains itself (an unreachable host): raised after the clean-up
@@ -97,18 +145,19 @@ class GuestProvider(BaseProvider):
         existing = domains.by_name(conn, spec.name)
         if existing is None:
             dom = _define_new(conn, spec)
-        else:
-            owner = xmlgen.observe_domain(domains.inactive_xml(existing))["owner"]
-            if owner != spec.owner.__dict__:
-                who = f"{owner['project']}/{owner['stack']}/{owner['resource']}" if owner else \
-                    "something outside virtfleet"
-                raise UnsafeChangeError(
-                    f"host {spec.conn.host}: a guest named {spec.name!r} already exists, managed by {who}: "
-                    "not taken over, nothing changed. Pick another name for this guest, or remove the other one")
-            say(f"{spec.conn.host}: adopting {spec.name} left by an interrupted run of this stack")
-            dom = conn.defineXML(xmlgen.domain(spec, existing.UUIDString()))
-            _apply_power(spec, dom, restart=False)
-        return CreateResult(dom.UUIDString(), _outs(spec, props, dom))
+            return CreateResult(dom.UUIDString(), _outs(spec, props, dom, _wait_for_address(spec, dom)))
+        owner = xmlgen.observe_domain(domains.inactive_xml(existing))["owner"]
+        if owner != spec.owner.__dict__:
+            who = f"{owner['project']}/{owner['stack']}/{owner['resource']}" if owner else \
+                "something outside virtfleet"
+            raise UnsafeChangeError(
+                f"host {spec.conn.host}: a guest named {spec.name!r} already exists, managed by {who}: "
+                "not taken over, nothing changed. Pick another name for this guest, or remove the other one")
+        say(f"{spec.conn.host}: adopting {spec.name} left by an interrupted run of this stack")
+        _put_seed(spec)
+        dom = conn.defineXML(xmlgen.domain(spec, existing.UUIDString()))
+        _apply_power(spec, dom, restart=False)
+        return CreateResult(dom.UUIDString(), _outs(spec, props, dom, _wait_for_address(spec, dom)))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         spec = GuestSpec.from_props(props)
@@ -122,11 +171,16 @@ class GuestProvider(BaseProvider):
         conn = session.virt(spec.conn)
         dom = domains.by_uuid(conn, id_)
         if dom is None:  # removed outside since the last refresh: define it again with its UUID
-            return UpdateResult(_outs(spec, news, _define_new(conn, spec, id_)))
+            dom = _define_new(conn, spec, id_)
+            _drop_seed(spec, olds.get("seed"))
+            return UpdateResult(_outs(spec, news, dom, _wait_for_address(spec, dom)))
         p = difftab.plan(difftab.GUEST_TABLE, olds, news)
+        _put_seed(spec)
         dom = conn.defineXML(xmlgen.domain(spec, id_))
         _apply_power(spec, dom, restart=difftab.guest_needs_restart(p, bool(dom.isActive())))
-        return UpdateResult(_outs(spec, news, dom))
+        _drop_seed(spec, olds.get("seed"))  # after the restart: the old seed is no longer open
+        started = bool(p.restart) or "running" in p.changed
+        return UpdateResult(_outs(spec, news, dom, _wait_for_address(spec, dom) if started else None))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         spec = GuestSpec.from_props(props)
@@ -134,6 +188,7 @@ class GuestProvider(BaseProvider):
         if dom is not None:
             how = domains.remove(dom, spec.shutdown_timeout)
             say(f"{spec.conn.host}: removed {spec.name} ({how} shutdown)")
+        _drop_seed(spec.replace(seed=None), props.get("seed"))
 
 
 class Guest(Resource, module="virtfleet", name="Guest"):
@@ -142,6 +197,8 @@ class Guest(Resource, module="virtfleet", name="Guest"):
     running: pulumi.Output[bool]
     uri: pulumi.Output[str]
     consoleCommand: pulumi.Output[str]
+    addresses: pulumi.Output[list]
+    address: pulumi.Output[str]
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(GuestProvider(), name,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import validate as v
+from .cloudinit import Seed, volume_name
 
 VIRT_TYPES = ("kvm", "qemu")
 POOL_TYPES = ("dir", "logical")
@@ -19,6 +20,8 @@ IFACE_TYPES = ("direct", "bridge", "network")
 GRAPHICS = ("spice", "vnc", "none")
 CPU_PRIORITIES = ("normal", "batch", "idle")  # the Linux scheduler class of the guest's vCPU threads
 DEFAULT_SHUTDOWN_TIMEOUT = 60
+NETWORK_MODES = ("nat", "route", "open", "bridge")  # bridge: an existing bridge of the host, no DHCP
+MAX_ADDRESS_WAIT = 3600
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,67 @@ class InterfaceSpec:
 
 
 @dataclass(frozen=True)
+class NetworkSpec:
+    """A libvirt network on one host: NAT, routed or open with its own bridge and DHCP, or a host bridge."""
+
+    conn: Connection
+    name: str
+    mode: str
+    bridge: str
+    address: str = ""      # the host's address on the network with its prefix, e.g. 192.168.150.1/24
+    dhcp_start: str = ""
+    dhcp_end: str = ""
+    autostart: bool = True
+
+    def to_props(self) -> dict[str, Any]:
+        return {"connection": self.conn.to_props(), "name": self.name, "mode": self.mode, "bridge": self.bridge,
+                "address": self.address, "dhcp": {"start": self.dhcp_start, "end": self.dhcp_end}
+                if self.dhcp_start else None, "autostart": self.autostart}
+
+    @classmethod
+    def from_props(cls, p: dict[str, Any], key: str = "") -> NetworkSpec:
+        at = f"{key}." if key else ""
+        name = v.name(f"{at}name", p.get("name"), "network name")
+        mode = v.choice(f"{at}mode", p.get("mode", "nat"), NETWORK_MODES, "network mode")
+        bridge = v.nic(f"{at}bridge", p.get("bridge") or f"vf-{name[:12]}")
+        autostart = v.boolean(f"{at}autostart", p.get("autostart", True))
+        if mode == "bridge":
+            if p.get("bridge") in (None, ""):
+                raise v.ConfigError(f"{at}bridge", "is missing", "Name the host's existing bridge, e.g. br0")
+            for k in ("address", "dhcp"):
+                if p.get(k) not in (None, "", False):
+                    raise v.ConfigError(f"{at}{k}", "a bridge-mode network has no address or DHCP of its own "
+                                        "(the bridge's LAN provides them)", f"Remove `{k}`, or use mode nat/route")
+            return cls(Connection.from_props(p.get("connection") or {}), name, mode, bridge, autostart=autostart)
+        iface = v.interface_network(f"{at}address", p.get("address"))
+        start, end = v.dhcp_range(f"{at}dhcp", p.get("dhcp"), iface)
+        return cls(Connection.from_props(p.get("connection") or {}), name, mode, bridge, str(iface), start, end,
+                   autostart)
+
+
+@dataclass(frozen=True)
+class SeedSpec:
+    """A guest's cloud-init seed: its files, and the volume of the guest's pool that holds it."""
+
+    pool: str
+    pool_path: str
+    seed: Seed
+    guest: str
+
+    @property
+    def volume(self) -> str:
+        return volume_name(self.guest, self.seed)
+
+    @property
+    def path(self) -> str:
+        return f"{self.pool_path}/{self.volume}"
+
+    def to_props(self) -> dict[str, Any]:
+        return {"pool": self.pool, "poolPath": self.pool_path, "volume": self.volume,
+                "instanceId": self.seed.instance_id}
+
+
+@dataclass(frozen=True)
 class Owner:
     """Who manages a guest; written into the domain's <metadata>."""
 
@@ -225,6 +289,9 @@ class GuestSpec:
     shutdown_timeout: int = DEFAULT_SHUTDOWN_TIMEOUT
     ip: str = ""
     cpu_priority: str = "normal"
+    agent: bool = False          # the qemu-guest-agent channel
+    seed: SeedSpec | None = None  # the cloud-init NoCloud seed, attached as a read-only CD-ROM
+    wait_for_address: int = 0    # seconds create/update wait for every interface's address (0: no wait)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def replace(self, **changes: Any) -> GuestSpec:
@@ -237,10 +304,29 @@ class GuestSpec:
                 "interfaces": [i.to_props() for i in self.interfaces], "graphics": self.graphics,
                 "running": self.running, "autostart": self.autostart, "kernel": self.kernel,
                 "initrd": self.initrd, "cmdline": self.cmdline, "shutdownTimeout": self.shutdown_timeout,
-                "ip": self.ip, "cpuPriority": self.cpu_priority}
+                "ip": self.ip, "cpuPriority": self.cpu_priority, "agent": self.agent,
+                "waitForAddress": self.wait_for_address,
+                "seed": self.seed.to_props() if self.seed else None,
+                "cloudInit": self.seed.seed.to_props() if self.seed else None}
+
+    @property
+    def address_sources(self) -> str:
+        """Why a wait for an address could never end, or '' when some source can answer."""
+        if self.agent or any(i.type == "network" for i in self.interfaces):
+            return ""
+        return "the guest has no guest agent (agent: true) and no interface on a libvirt network (DHCP leases)"
 
     @classmethod
     def from_props(cls, p: dict[str, Any]) -> GuestSpec:
+        spec = cls._from_props(p)
+        if spec.wait_for_address and spec.address_sources:
+            raise v.ConfigError("waitForAddress", f"nothing can tell this guest's address: {spec.address_sources}",
+                                "Set `agent: true` (the image needs qemu-guest-agent), or put an interface on a "
+                                "libvirt network, or remove waitForAddress")
+        return spec
+
+    @classmethod
+    def _from_props(cls, p: dict[str, Any]) -> GuestSpec:
         owner = p.get("owner") or {}
         ifaces = p.get("interfaces") or []
         if not isinstance(ifaces, list):
@@ -263,4 +349,19 @@ class GuestSpec:
             shutdown_timeout=v.integer("shutdownTimeout", p.get("shutdownTimeout", DEFAULT_SHUTDOWN_TIMEOUT),
                                        0, 3600, "shutdownTimeout"),
             ip=v.ip("ip", p.get("ip")),
-            cpu_priority=v.choice("cpuPriority", p.get("cpuPriority", "normal"), CPU_PRIORITIES, "cpuPriority"))
+            cpu_priority=v.choice("cpuPriority", p.get("cpuPriority", "normal"), CPU_PRIORITIES, "cpuPriority"),
+            agent=v.boolean("agent", p.get("agent", False)),
+            seed=_seed(p),
+            wait_for_address=v.integer("waitForAddress", p.get("waitForAddress") or 0, 0, MAX_ADDRESS_WAIT,
+                                       "waitForAddress"))
+
+
+def _seed(p: dict[str, Any]) -> SeedSpec | None:
+    where, files = p.get("seed"), p.get("cloudInit")
+    if not where and not files:
+        return None
+    if not isinstance(where, dict) or not isinstance(files, dict):
+        raise v.ConfigError("cloudInit", "the seed's files and its volume go together", "Set both or neither")
+    return SeedSpec(v.name("seed.pool", where.get("pool"), "pool name"),
+                    v.abs_path("seed.poolPath", where.get("poolPath"), "pool path"), Seed.from_props(files),
+                    v.name("name", p.get("name"), "guest name"))

@@ -176,3 +176,45 @@ def nic(key: str, value: Any) -> str:
     if not isinstance(value, str) or not NIC_RE.fullmatch(value):
         raise ConfigError(key, f"{value!r} is not a network interface name", "Use the host's NIC name, e.g. enp30s0")
     return value
+
+
+def interface_network(key: str, value: Any) -> ipaddress.IPv4Interface:
+    """The host's IPv4 address on a network with the prefix, e.g. 192.168.150.1/24."""
+    fix = "Write the host's address on the network with its prefix, e.g. 192.168.150.1/24"
+    if not isinstance(value, str) or "/" not in value:
+        raise ConfigError(key, f"{value!r} is not an address with a prefix", fix)
+    try:
+        iface = ipaddress.IPv4Interface(value)
+    except ValueError:
+        raise ConfigError(key, f"{value!r} is not an IPv4 address with a prefix", fix) from None
+    net = iface.network
+    if not 8 <= net.prefixlen <= 30 or iface.ip in (net.network_address, net.broadcast_address):
+        raise ConfigError(key, f"{value} leaves no room for guests (or is the network/broadcast address)", fix)
+    return iface
+
+
+def dhcp_range(key: str, value: Any, iface: ipaddress.IPv4Interface) -> tuple[str, str]:
+    """("", "") for no DHCP; `true` for the upper half of the subnet; or {start, end} inside it."""
+    if value in (None, False, ""):
+        return "", ""
+    net = iface.network
+    if value is True:
+        hosts = net.num_addresses - 2
+        start, end = net.network_address + 1 + hosts // 2, net.broadcast_address - 1
+    elif isinstance(value, dict) and set(value) <= {"start", "end"} and value.get("start") and value.get("end"):
+        try:
+            start, end = ipaddress.IPv4Address(value["start"]), ipaddress.IPv4Address(value["end"])
+        except ValueError:
+            raise ConfigError(key, f"{value!r} has an address that is not IPv4", "e.g. {start: 192.168.150.100, "
+                              "end: 192.168.150.200}") from None
+    else:
+        raise ConfigError(key, f"{value!r} is not a DHCP range", "Write `dhcp: true` (the upper half of the "
+                          "subnet) or {start: ..., end: ...}")
+    if not (start in net and end in net and start <= end) or start <= net.network_address or \
+            end >= net.broadcast_address:
+        raise ConfigError(key, f"DHCP range {start}-{end} is not an ordered range inside {net}",
+                          f"Pick start <= end, both inside {net}")
+    if start <= iface.ip <= end:
+        raise ConfigError(key, f"DHCP range {start}-{end} contains the host's own address {iface.ip}",
+                          "Move the range or the address")
+    return str(start), str(end)

@@ -7,10 +7,11 @@ canonical dict that the diff compares.  Pure: no host is touched here.
 
 from __future__ import annotations
 
+import ipaddress
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from .spec import GuestSpec, InterfaceSpec, Owner, PoolSpec
+from .spec import GuestSpec, InterfaceSpec, NetworkSpec, Owner, PoolSpec
 
 OWNER_NS = "urn:virtfleet:owner:1"
 ET.register_namespace("virtfleet", OWNER_NS)
@@ -62,6 +63,39 @@ def volume(name: str, capacity: int, fmt: str, backing_path: str = "", backing_f
     return to_string(root)
 
 
+# ---- networks ----------------------------------------------------------------------------------------
+
+def network(spec: NetworkSpec, uuid: str = "") -> str:
+    root = ET.Element("network")
+    _sub(root, "name", spec.name)
+    if uuid:
+        _sub(root, "uuid", uuid)
+    _sub(root, "forward", mode=spec.mode)
+    if spec.mode == "bridge":
+        _sub(root, "bridge", name=spec.bridge)
+        return to_string(root)
+    _sub(root, "bridge", name=spec.bridge, stp="on", delay="0")
+    iface = ipaddress.IPv4Interface(spec.address)
+    ip = _sub(root, "ip", address=str(iface.ip), prefix=str(iface.network.prefixlen))
+    if spec.dhcp_start:
+        _sub(_sub(ip, "dhcp"), "range", start=spec.dhcp_start, end=spec.dhcp_end)
+    return to_string(root)
+
+
+def observe_network(xml: str) -> dict[str, Any]:
+    """The managed fields of a network's XML (libvirt's own additions, e.g. its MAC, are ignored)."""
+    root = ET.fromstring(xml)
+    ip = root.find("ip")
+    address = ""
+    if ip is not None and ip.get("address"):
+        prefix = ip.get("prefix") or str(ipaddress.IPv4Network(f"0.0.0.0/{ip.get('netmask')}").prefixlen)
+        address = f"{ip.get('address')}/{prefix}"
+    rng = root.find("ip/dhcp/range")
+    return {"name": _text(root, "name"), "mode": _attr(root, "forward", "mode", "isolated"),
+            "bridge": _attr(root, "bridge", "name"), "address": address,
+            "dhcp": {"start": rng.get("start", ""), "end": rng.get("end", "")} if rng is not None else None}
+
+
 # ---- domain ------------------------------------------------------------------------------------------
 
 def metadata(parent: ET.Element, owner: Owner) -> None:
@@ -94,6 +128,23 @@ def disk(devices: ET.Element, spec: GuestSpec) -> None:
     else:
         _sub(el, "source", file=spec.disk_path)
     _sub(el, "target", dev="vda", bus="virtio")
+
+
+def seed_cdrom(devices: ET.Element, path: str) -> None:
+    """The cloud-init seed as a read-only IDE CD-ROM (machine type pc has IDE; every guest OS reads it)."""
+    block = path.startswith("/dev/")
+    el = _sub(devices, "disk", type="block" if block else "file", device="cdrom")
+    _sub(el, "driver", name="qemu", type="raw")
+    _sub(el, "source", **({"dev": path} if block else {"file": path}))
+    _sub(el, "target", dev="hdc", bus="ide")
+    _sub(el, "readonly")
+
+
+AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
+def agent_channel(devices: ET.Element) -> None:
+    _sub(_sub(devices, "channel", type="unix"), "target", type="virtio", name=AGENT_CHANNEL)
 
 
 def interface(devices: ET.Element, iface: InterfaceSpec) -> None:
@@ -141,10 +192,14 @@ def domain(spec: GuestSpec, uuid: str = "") -> str:
     _sub(root, "on_crash", "destroy")
     devices = _sub(root, "devices")
     disk(devices, spec)
+    if spec.seed:
+        seed_cdrom(devices, spec.seed.path)
     for iface in spec.interfaces:
         interface(devices, iface)
     serial_console(devices)
     graphics(devices, spec.graphics)
+    if spec.agent:
+        agent_channel(devices)
     _sub(devices, "memballoon", model="virtio")
     return to_string(root)
 
@@ -190,6 +245,9 @@ def observe_domain(xml: str) -> dict[str, Any]:
         or _attr(root, "devices/disk[@device='disk']/source", "dev"),
         "diskFormat": _attr(root, "devices/disk[@device='disk']/driver", "type"),
         "interfaces": ifaces, "graphics": gfx.get("type", "none") if gfx is not None else "none",
+        "seedPath": _attr(root, "devices/disk[@device='cdrom']/source", "file")
+        or _attr(root, "devices/disk[@device='cdrom']/source", "dev"),
+        "agent": any(_attr(ch, "target", "name") == AGENT_CHANNEL for ch in root.findall("devices/channel")),
         "kernel": _text(root, "os/kernel"), "initrd": _text(root, "os/initrd"), "cmdline": _text(root, "os/cmdline"),
         "owner": {k: _text(owner, f"{{{OWNER_NS}}}{k}") for k in ("project", "stack", "resource")}
         if owner is not None else None,

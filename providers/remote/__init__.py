@@ -9,7 +9,8 @@ import libvirt
 
 T = TypeVar("T")
 
-NOT_FOUND_CODES = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL}
+NOT_FOUND_CODES = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL,
+                   libvirt.VIR_ERR_NO_NETWORK}
 
 
 def is_not_found(exc: libvirt.libvirtError) -> bool:

@@ -94,3 +94,41 @@ def delete(p: libvirt.virStoragePool, name: str) -> bool:
 def pool_type(p: libvirt.virStoragePool) -> str:
     """'dir', 'logical', ... as libvirt defines the pool."""
     return ET.fromstring(p.XMLDesc(0)).get("type", "")
+
+
+LV_EXTENT = 4 << 20  # LVM's default extent: an LV's size is a multiple of it
+
+
+def put_bytes(c: Connection, p: libvirt.virStoragePool, name: str, data: bytes) -> libvirt.virStorageVol:
+    """A small raw volume holding `data` (a cloud-init seed), uploaded over the host's libvirt connection.
+    An existing volume of that name is written again unless a running guest has it open."""
+    conn = session.virt(c)
+    vol = lookup_volume(p, name)
+    if vol is not None and vol.path() in active_sources(conn):
+        return vol
+    logical = pool_type(p) == "logical"
+    capacity = -(-len(data) // LV_EXTENT) * LV_EXTENT if logical else len(data)
+    if vol is None:
+        vol = create(p, xmlgen.volume(name, capacity, "raw", allocation=capacity if logical else 0))
+    try:
+        stream = conn.newStream(0)
+        vol.upload(stream, 0, len(data), 0)
+        for off in range(0, len(data), 256 << 10):
+            stream.send(data[off:off + (256 << 10)])
+        stream.finish()
+    except BaseException:
+        delete(p, name)
+        raise
+    return vol
+
+
+def active_sources(conn: libvirt.virConnect) -> set[str]:
+    """Every disk and CD-ROM path that a running guest on the host has open."""
+    paths: set[str] = set()
+    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        try:
+            paths.update(xmlgen.disk_sources(dom.XMLDesc(0)))
+        except libvirt.libvirtError as exc:
+            if not is_not_found(exc):
+                raise
+    return paths

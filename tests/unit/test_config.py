@@ -128,6 +128,46 @@ BAD = [
     ("hosts.athens.guests.some-athens-guest.memroy", 4, f"{G}.memroy", "Did you mean `memory`"),
     (f"{H}.adress", "x", f"{H}.adress", "Did you mean `address`"),
     ("hosts.rome.guests.r1.name", "some-athens-guest", None, None),  # same name, other host: fine
+    # cloud-init, addresses, networks
+    (f"{G}.cloudInit", "x", f"{G}.cloudInit", "must be a mapping"),
+    (f"{G}.cloudInit", {"userData": "#cloud-config\nusers: [a\n"}, f"{G}.cloudInit.userData",
+     "not valid YAML at line"),
+    (f"{G}.cloudInit", {"userData": "#cloud-config\n- a list\n"}, f"{G}.cloudInit.userData", "must be a YAML mapping"),
+    (f"{G}.cloudInit", {"userData": "hello"}, f"{G}.cloudInit.userData", "must start with '#cloud-config'"),
+    (f"{G}.cloudInit", {"userData": 42}, f"{G}.cloudInit.userData", "must be a mapping or a YAML string"),
+    (f"{G}.cloudInit", {"userData": "#!/bin/sh\necho hi", "sshAuthorizedKeys": [KEY]},
+     f"{G}.cloudInit.sshAuthorizedKeys", "can only be merged"),
+    (f"{G}.cloudInit", {"sshAuthorizedKeys": ["not a key"]}, f"{G}.cloudInit.sshAuthorizedKeys[0]",
+     "not an OpenSSH public key"),
+    (f"{G}.cloudInit", {"sshAuthorizedKeys": KEY}, f"{G}.cloudInit.sshAuthorizedKeys", "must be a list"),
+    (f"{G}.cloudInit", {"userData": {"write_files": [{"path": "/x", "content": "a" * (2 << 20)}]}},
+     f"{G}.cloudInit", "KiB limit"),
+    (f"{G}.cloudInit", {"hostname": "bad_name"}, f"{G}.cloudInit.hostname", "not a host name"),
+    (f"{G}.cloudInit", {"networkConfig": {"ethernets": {}}}, f"{G}.cloudInit.networkConfig", "version: 2"),
+    (f"{G}.cloudInit", {"networkConfig": "version: [2"}, f"{G}.cloudInit.networkConfig", "not valid YAML"),
+    (f"{G}.cloudInit", {"userdata": "x"}, f"{G}.cloudInit.userdata", "unknown key"),
+    (f"{G}.waitForAddress", 60, f"{G}.waitForAddress", "nothing can tell"),
+    (f"{G}.waitForAddress", -1, f"{G}.waitForAddress", "out of range"),
+    (f"{G}.agent", "yes", f"{G}.agent", "not a boolean"),
+    (f"{H}.networks", {"lab": {"address": "10.1.0.1"}}, f"{H}.networks.lab.address", "not an address with a prefix"),
+    (f"{H}.networks", {"lab": {"address": "10.1.0.0/24"}}, f"{H}.networks.lab.address", "network/broadcast"),
+    (f"{H}.networks", {"lab": {"address": "10.1.0.1/24", "dhcp": {"start": "10.2.0.1", "end": "10.2.0.9"}}},
+     f"{H}.networks.lab.dhcp", "inside 10.1.0.0/24"),
+    (f"{H}.networks", {"lab": {"address": "10.1.0.1/24", "dhcp": {"start": "10.1.0.1", "end": "10.1.0.9"}}},
+     f"{H}.networks.lab.dhcp", "host's own address"),
+    (f"{H}.networks", {"lab": {"address": "10.1.0.1/24", "dhcp": "yes"}}, f"{H}.networks.lab.dhcp",
+     "not a DHCP range"),
+    (f"{H}.networks", {"a": {"address": "10.1.0.1/24"}, "b": {"address": "10.1.0.129/25"}},
+     f"{H}.networks.b.address", "overlaps network a"),
+    (f"{H}.networks", {"a": {"address": "10.1.0.1/24", "bridge": "br9"}, "b": {"address": "10.2.0.1/24",
+                                                                           "bridge": "br9"}},
+     f"{H}.networks.b.bridge", "also the bridge"),
+    (f"{H}.networks", {"lab": {"mode": "bridge"}}, f"{H}.networks.lab.bridge", "is missing"),
+    (f"{H}.networks", {"lab": {"mode": "bridge", "bridge": "br0", "dhcp": True}}, f"{H}.networks.lab.dhcp",
+     "no address or DHCP"),
+    (f"{H}.networks", {"lab": {"mode": "vxlan", "address": "10.1.0.1/24"}}, f"{H}.networks.lab.mode", "not one of"),
+    (f"{H}.networks", {"lab": {"adress": "10.1.0.1/24"}}, f"{H}.networks.lab.adress", "Did you mean `address`"),
+    (f"{H}.networks", {"a/b": {"address": "10.1.0.1/24"}}, f"{H}.networks", "not allowed"),
 ]
 
 
@@ -236,3 +276,24 @@ def test_an_ipv6_host_is_bracketed_in_its_uri(image: str) -> None:
     raw = with_value(good(image), "hosts.athens.address", "2001:db8::10")
     conn = parse_with(image, raw).hosts[0].spec.conn
     assert conn.uri == "qemu+ssh://root@[2001:db8::10]/system"
+
+
+def test_a_cloud_guest_on_a_network(image: str) -> None:
+    raw = with_value(good(image), f"{H}.networks", {"lab": {"address": "192.168.150.1/24", "dhcp": True}})
+    raw = with_value(raw, G, {"memory": 1, "image": "baseline", "agent": True, "waitForAddress": 120,
+                              "interfaces": [{"type": "network", "source": "lab", "mac": "52:54:00:00:00:07"}],
+                              "cloudInit": {"sshAuthorizedKeys": [KEY], "userData": {"packages": ["htop"]}}})
+    host = parse_with(image, raw).hosts[0]
+    (net,) = host.networks
+    assert (net.name, net.mode, net.bridge, net.address, net.dhcp_start, net.dhcp_end) == \
+        ("lab", "nat", "vf-lab", "192.168.150.1/24", "192.168.150.128", "192.168.150.254")
+    g = host.guests[0]
+    assert g.agent and g.wait_for_address == 120 and g.seed is not None
+    assert "ssh_authorized_keys:\n- " + KEY in g.seed.user_data and "- htop" in g.seed.user_data
+    assert "local-hostname: some-athens-guest" in g.seed.meta_data
+    same = parse_with(image, raw).hosts[0].guests[0].seed
+    changed = parse_with(image, with_value(raw, f"{G}.cloudInit.userData", {"packages": ["vim"]})).hosts[0].guests[0]
+    assert same == g.seed and same.instance_id == g.seed.instance_id
+    assert changed.seed is not None and changed.seed.instance_id != g.seed.instance_id
+    # the lease source alone is enough to wait for an address
+    assert parse_with(image, with_value(raw, f"{G}.agent", False)).hosts[0].guests[0].wait_for_address == 120

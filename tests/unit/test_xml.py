@@ -11,13 +11,14 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from providers import xmlgen
-from providers.spec import Connection, GuestSpec, InterfaceSpec, Owner, PoolSpec
+from providers import cloudinit, xmlgen
+from providers.spec import Connection, GuestSpec, InterfaceSpec, NetworkSpec, Owner, PoolSpec, SeedSpec
 
 pytestmark = pytest.mark.unit
 GOLDEN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "golden")
 CONN = Connection(host="athens", address="192.0.2.10")
 UUID = "6b9ff0a2-1c1b-4b2c-9f5f-2a2b2c2d2e2f"
+SEED = cloudinit.render("k", {"hostname": "web-1"}, "some-athens-guest")
 
 
 def article_guest(**changes: object) -> GuestSpec:
@@ -35,6 +36,14 @@ CASES = {
         initrd="/var/lib/virtfleet/boot/initrd.img", cmdline="console=ttyS0 root=/dev/vda", cpu_priority="idle",
         interfaces=(InterfaceSpec("bridge", "br0", "52:54:00:00:00:01"),
                     InterfaceSpec("network", "default", "52:54:00:00:00:02", "e1000"))), UUID)),
+    "domain-cloud-guest.xml": ("domain", lambda: xmlgen.domain(article_guest(
+        virt_type="qemu", graphics="none", agent=True, interfaces=(InterfaceSpec("network", "lab", "52:54:00:00:00:03"),),
+        seed=SeedSpec("guests", "/var/lib/virtfleet/guests", SEED, "some-athens-guest")), UUID)),
+    "network-nat.xml": ("network", lambda: xmlgen.network(NetworkSpec(CONN, "lab", "nat", "vf-lab", "192.168.150.1/24",
+                                                                      "192.168.150.128", "192.168.150.254"))),
+    "network-route-nodhcp.xml": ("network", lambda: xmlgen.network(NetworkSpec(CONN, "r", "route", "vf-r",
+                                                                               "10.9.0.1/16"))),
+    "network-bridge.xml": ("network", lambda: xmlgen.network(NetworkSpec(CONN, "lan", "bridge", "br0"))),
     "pool-dir.xml": ("storagepool", lambda: xmlgen.pool(PoolSpec())),
     "pool-logical.xml": ("storagepool", lambda: xmlgen.pool(PoolSpec(name="guests", type="logical",
                                                                       path="/dev/guests", vg="guests"))),
@@ -124,3 +133,31 @@ def test_disk_sources_are_whole_paths_never_parts_of_one() -> None:
     assert xmlgen.disk_sources(xml) == ["/dev/guests/vm10", "/var/lib/virtfleet/guests/vm10.qcow2"]
     assert "/dev/guests/vm1" not in xmlgen.disk_sources(xml)
     assert "/dev/guests/vm1" in xml  # what the old substring test matched
+
+
+def test_seed_and_agent_round_trip_and_their_absence_too() -> None:
+    seed = SeedSpec("guests", "/var/lib/virtfleet/guests", SEED, "some-athens-guest")
+    seen = xmlgen.observe_domain(xmlgen.domain(article_guest(agent=True, seed=seed), UUID))
+    assert seen["agent"] is True and seen["seedPath"] == seed.path
+    assert seed.path.startswith("/var/lib/virtfleet/guests/some-athens-guest-cidata-")
+    plain = xmlgen.observe_domain(xmlgen.domain(article_guest(), UUID))
+    assert plain["agent"] is False and plain["seedPath"] == ""
+
+
+@pytest.mark.parametrize("spec", [
+    NetworkSpec(CONN, "lab", "nat", "vf-lab", "192.168.150.1/24", "192.168.150.128", "192.168.150.254"),
+    NetworkSpec(CONN, "r", "open", "vf-r", "10.9.0.1/16"),
+    NetworkSpec(CONN, "lan", "bridge", "br0"),
+])
+def test_network_round_trips(spec: NetworkSpec) -> None:
+    seen = xmlgen.observe_network(xmlgen.network(spec, UUID))
+    props = spec.to_props()
+    assert {k: seen[k] for k in ("name", "mode", "bridge", "address", "dhcp")} == \
+        {k: props[k] for k in ("name", "mode", "bridge", "address", "dhcp")}
+
+
+def test_observe_network_reads_libvirts_netmask_form() -> None:
+    xml = ("<network><name>n</name><forward mode='nat'/><bridge name='virbr1'/><mac address='52:54:00:1:2:3'/>"
+           "<ip address='192.168.5.1' netmask='255.255.255.0'><dhcp><range start='192.168.5.2' "
+           "end='192.168.5.9'/></dhcp></ip></network>")
+    assert xmlgen.observe_network(xml)["address"] == "192.168.5.1/24"

@@ -1,0 +1,100 @@
+"""Network: a libvirt network on one host (NAT, routed or open with DHCP, or an existing host bridge).
+
+create: define, start and autostart it; a network of that name that is already there is used only when
+its definition is the same, otherwise refused.  read: gone, stopped, or changed outside (drift).
+update: a DHCP range changes live; a change that needs the network restarted (mode, bridge, address,
+DHCP on/off) is applied only while no running guest is plugged into it, else refused naming the guests.
+delete: refused while running guests use it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
+
+from . import diff as difftab
+from .base import BaseProvider, inputs_of, say
+from .errors import UnsafeChangeError
+from .remote import networks, session
+from .spec import NetworkSpec
+
+MANAGED = ("mode", "bridge", "address", "dhcp")
+
+
+def _wanted(spec: NetworkSpec) -> dict[str, Any]:
+    return {k: spec.to_props()[k] for k in MANAGED}
+
+
+def _outs(spec: NetworkSpec, props: dict[str, Any], seen: dict[str, Any]) -> dict[str, Any]:
+    drift = {k: seen[k] for k in MANAGED if seen[k] != _wanted(spec)[k]}
+    return {**inputs_of(props), "active": seen["active"], "drift": drift or None}
+
+
+class NetworkProvider(BaseProvider):
+    spec_type = NetworkSpec
+    table = difftab.NETWORK_TABLE
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        spec = NetworkSpec.from_props(props)
+        net = networks.lookup(session.virt(spec.conn), spec.name)
+        if net is None:
+            net = networks.define_new(spec)
+        else:
+            seen = networks.observe(net)
+            differs = {k: seen[k] for k in MANAGED if seen[k] != _wanted(spec)[k]}
+            if differs:
+                raise UnsafeChangeError(
+                    f"host {spec.conn.host}: a network named {spec.name!r} already exists with another "
+                    f"definition ({', '.join(f'{k} {v!r}' for k, v in differs.items())}): not taken over, nothing "
+                    "changed. Give this network another name, or make its settings match that one's")
+            say(f"{spec.conn.host}: using the existing network {spec.name}, defined as this stack wants it")
+            networks.start(spec, net)
+        return CreateResult(f"{spec.conn.host}/{spec.name}", _outs(spec, props, networks.observe(net)))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        spec = NetworkSpec.from_props(props)
+        net = networks.lookup(session.virt(spec.conn), spec.name)
+        if net is None:
+            return ReadResult(None, {})
+        return ReadResult(id_, _outs(spec, props, networks.observe(net)))
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        result = super().diff(id_, olds, news)
+        if olds.get("drift") or olds.get("active") is False:  # changed or stopped outside: converge again
+            result.changes = True
+        return result
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        spec = NetworkSpec.from_props(news)
+        net = networks.lookup(session.virt(spec.conn), spec.name)
+        if net is None:  # removed outside since the last refresh
+            return UpdateResult(_outs(spec, news, networks.observe(networks.define_new(spec))))
+        seen = networks.observe(net)
+        wanted = _wanted(spec)
+        restart = [k for k in ("mode", "bridge", "address") if seen[k] != wanted[k]]
+        if (seen["dhcp"] is None) != (wanted["dhcp"] is None):
+            restart.append("dhcp")
+        if restart:
+            net = networks.redefine(spec, net, "its " + ", ".join(restart))
+            say(f"{spec.conn.host}: restarted network {spec.name} to apply its new {', '.join(restart)}")
+        else:
+            if seen["dhcp"] != wanted["dhcp"]:
+                networks.set_dhcp_range(net, seen["dhcp"], wanted["dhcp"])
+            networks.start(spec, net)
+        return UpdateResult(_outs(spec, news, networks.observe(net)))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        spec = NetworkSpec.from_props(props)
+        net = networks.lookup(session.virt(spec.conn), spec.name)
+        if net is not None:
+            networks.remove(spec, net)
+            say(f"{spec.conn.host}: removed network {spec.name}")
+
+
+class Network(Resource, module="virtfleet", name="Network"):
+    active: pulumi.Output[bool]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(NetworkProvider(), name, {**props, "active": None, "drift": None}, opts)

@@ -1,0 +1,52 @@
+"""Ask a running guest's addresses from libvirt's sources (leases, guest agent, neighbour table)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import libvirt
+
+from .. import addresses
+
+SOURCES = {"lease": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+           "agent": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+           "arp": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP}
+AGENT_TIMEOUT = 3  # seconds an agent command may take before libvirt gives up on it (its default: forever)
+
+
+def query(dom: libvirt.virDomain, sources: list[str]) -> tuple[dict[str, dict[str, list[str]]], dict[str, str]]:
+    """({source: {mac: [address]}}, {source: why it had nothing}) for one guest, one call per source."""
+    found: dict[str, dict[str, list[str]]] = {}
+    errors: dict[str, str] = {}
+    for src in sources:
+        try:
+            if src == "agent":
+                dom.agentSetResponseTimeout(AGENT_TIMEOUT, 0)
+            found[src] = addresses.by_mac(dom.interfaceAddresses(SOURCES[src], 0))
+        except libvirt.libvirtError as exc:
+            errors[src] = (exc.get_error_message() or str(exc)).split("\n")[0]
+    return found, errors
+
+
+def observe(dom: libvirt.virDomain, ifaces: list[dict[str, Any]], agent: bool) -> list[dict[str, Any]]:
+    """Addresses per interface now (none for a guest that is not running)."""
+    if not dom.isActive():
+        return addresses.pick(ifaces, {}, agent)
+    found, _ = query(dom, addresses.sources_for(ifaces, agent))
+    return addresses.pick(ifaces, found, agent)
+
+
+def wait(dom: libvirt.virDomain, ifaces: list[dict[str, Any]], agent: bool,
+         timeout: float) -> tuple[list[dict[str, Any]], str]:
+    """Poll until every interface has an address or `timeout` s passed: (addresses, what it gave up on or '')."""
+    deadline = time.monotonic() + timeout
+    sources = addresses.sources_for(ifaces, agent)
+    while True:
+        found, errors = query(dom, sources) if dom.isActive() else ({}, {"guest": "not running"})
+        picked = addresses.pick(ifaces, found, agent)
+        if all(p["addresses"] for p in picked):
+            return picked, ""
+        if time.monotonic() >= deadline or not dom.isActive():
+            return picked, addresses.waiting_for(ifaces, picked, agent, errors)
+        time.sleep(1.0)

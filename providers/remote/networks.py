@@ -1,0 +1,103 @@
+"""libvirt networks on a host: lookup, the guests attached, define/start, live DHCP changes, removal."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import libvirt
+
+from .. import xmlgen
+from ..errors import HostError, UnsafeChangeError
+from ..spec import NetworkSpec
+from . import is_not_found, or_none, session
+
+
+def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork | None:
+    return or_none(conn.networkLookupByName, name)
+
+
+def observe(net: libvirt.virNetwork) -> dict[str, Any]:
+    """The network's managed fields as defined (the persistent config), plus whether it runs and autostarts."""
+    seen = xmlgen.observe_network(net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE))
+    return {**seen, "active": bool(net.isActive()), "autostartOn": bool(net.autostart())}
+
+
+def users(net: libvirt.virNetwork) -> list[str]:
+    """Names of the running guests plugged into the network (its ports), sorted."""
+    names = set()
+    try:
+        ports = net.listAllPorts(0) if net.isActive() else []
+    except libvirt.libvirtError as exc:
+        if is_not_found(exc):
+            return []
+        raise
+    for port in ports:
+        owner = ET.fromstring(port.XMLDesc(0)).find("owner/name")
+        if owner is not None and owner.text:
+            names.add(owner.text)
+    return sorted(names)
+
+
+def start(spec: NetworkSpec, net: libvirt.virNetwork) -> None:
+    if not net.isActive():
+        try:
+            net.create()
+        except libvirt.libvirtError as exc:
+            raise HostError(spec.conn.host, f"starting network {spec.name!r}", str(exc).split("\n")[0],
+                            "Check that its bridge name and subnet are free on the host") from exc
+    if bool(net.autostart()) != spec.autostart:
+        net.setAutostart(int(spec.autostart))
+
+
+def define_new(spec: NetworkSpec) -> libvirt.virNetwork:
+    """Define and start a new network; a failed start removes the definition again."""
+    net = session.virt(spec.conn).networkDefineXML(xmlgen.network(spec))
+    try:
+        start(spec, net)
+    except BaseException:
+        net.undefine()
+        raise
+    return net
+
+
+def set_dhcp_range(net: libvirt.virNetwork, old: dict[str, str], new: dict[str, str]) -> None:
+    """Change the DHCP range of a (running) network in place: guests stay connected."""
+    flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+    if net.isActive():
+        flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+    section = libvirt.VIR_NETWORK_SECTION_IP_DHCP_RANGE
+    new_xml = f"<range start='{new['start']}' end='{new['end']}'/>"
+    net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, section, -1, new_xml, flags)
+    net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, section, -1,
+               f"<range start='{old['start']}' end='{old['end']}'/>", flags)
+
+
+def redefine(spec: NetworkSpec, net: libvirt.virNetwork, why: str) -> libvirt.virNetwork:
+    """Apply a change that needs the network restarted, only while no running guest is plugged into it."""
+    attached = users(net)
+    if attached:
+        raise UnsafeChangeError(
+            f"host {spec.conn.host}: changing network {spec.name!r} ({why}) needs it restarted, which would "
+            f"disconnect the running guests {', '.join(attached)}: nothing changed. Stop them first "
+            "(`running: false`), apply the change, then start them again")
+    net = session.virt(spec.conn).networkDefineXML(xmlgen.network(spec, net.UUIDString()))
+    if net.isActive():
+        net.destroy()
+    start(spec, net)
+    return net
+
+
+def remove(spec: NetworkSpec, net: libvirt.virNetwork) -> None:
+    attached = users(net)
+    if attached:
+        raise UnsafeChangeError(
+            f"host {spec.conn.host}: network {spec.name!r} is still used by the running guests "
+            f"{', '.join(attached)}: not removed. Move or stop them, then run `pulumi up` again")
+    try:
+        if net.isActive():
+            net.destroy()
+        net.undefine()
+    except libvirt.libvirtError as exc:
+        if not is_not_found(exc):
+            raise
