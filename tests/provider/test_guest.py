@@ -4,36 +4,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from providers.base_image import BaseImageProvider
 from providers.errors import HostError, UnsafeChangeError
 from providers.guest import GuestProvider
-from providers.host import HostProvider
 from providers.remote import starts
-from providers.volume import VolumeProvider
 from tests import lab
-from tests.provider.fixtures import guest_props, host_props, image_props, volume_props
+from tests.provider.fixtures import guest_props
 
 pytestmark = pytest.mark.provider
-
-
-@pytest.fixture(scope="module")
-def base() -> Iterator[dict]:
-    HostProvider().create(host_props("h1"))
-    outs = BaseImageProvider().create(image_props("h1")).outs
-    yield outs
-    BaseImageProvider().delete("base", outs)  # let go of it: it goes with the last disk made from it
-
-
-@pytest.fixture
-def disk(base, unique):
-    vp = VolumeProvider()
-    made = vp.create(volume_props("h1", f"g-{unique}.qcow2", base))
-    yield made.outs["path"]
-    vp.delete(made.id, made.outs)
 
 
 def _mac(unique: str) -> str:

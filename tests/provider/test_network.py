@@ -14,7 +14,7 @@ from providers.guest import GuestProvider
 from providers.network import NetworkProvider
 from tests import lab
 from tests.provider.fixtures import guest_props
-from tests.provider.test_guest import _mac, base, disk  # noqa: F401 - fixtures
+from tests.provider.test_guest import _mac
 
 pytestmark = pytest.mark.provider
 

@@ -15,7 +15,6 @@ from providers.volume import VolumeProvider
 from tests import lab
 from tests.e2e.fleet import mac_for
 from tests.provider.fixtures import guest_props, volume_props
-from tests.provider.test_guest import base  # noqa: F401 - the module's base image fixture
 
 pytestmark = pytest.mark.provider
 

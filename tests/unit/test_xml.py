@@ -37,7 +37,8 @@ CASES = {
         interfaces=(InterfaceSpec("bridge", "br0", "52:54:00:00:00:01"),
                     InterfaceSpec("network", "default", "52:54:00:00:00:02", "e1000"))), UUID)),
     "domain-cloud-guest.xml": ("domain", lambda: xmlgen.domain(article_guest(
-        virt_type="qemu", graphics="none", agent=True, interfaces=(InterfaceSpec("network", "lab", "52:54:00:00:00:03"),),
+        virt_type="qemu", graphics="none", agent=True,
+        interfaces=(InterfaceSpec("network", "lab", "52:54:00:00:00:03"),),
         seed=SeedSpec("guests", "/var/lib/virtfleet/guests", SEED, "some-athens-guest")), UUID)),
     "network-nat.xml": ("network", lambda: xmlgen.network(NetworkSpec(CONN, "lab", "nat", "vf-lab", "192.168.150.1/24",
                                                                       "192.168.150.128", "192.168.150.254"))),
