@@ -16,7 +16,7 @@ import yaml
 from .errors import ConfigError
 
 KEYS = {"userData", "metaData", "networkConfig", "sshAuthorizedKeys", "hostname"}
-MAX_SEED = 1 << 20  # the seed files together: cloud-init data, not a payload channel
+MAX_SEED = 64 << 10  # the seed files together (as Azure's limit): cloud-init data, not a payload channel
 # the first line of user-data that cloud-init recognises as something other than cloud-config
 OTHER_HEADERS = ("#!", "#include", "#cloud-boothook", "#part-handler", "#cloud-config-archive",
                  "#cloud-config-jsonp", "Content-Type:", "## template: jinja")

@@ -56,6 +56,16 @@ def cases(g1: str, g2: str) -> list[tuple[str, object, str, str]]:
         (f"{h}|virtType", "xen", "virtType", "not one of"),
         ("images|payload|path", "/nonexistent/x.qcow2", "images.payload.path", "does not exist"),
         (f"{g}|disk", "thin", "disk", "not one of"),
+        # cloud-init seeds, address waits, networks
+        (f"{g}|cloudInit", {"userData": "#cloud-config\nusers: [a\n"}, "cloudInit.userData", "not valid YAML at line"),
+        (f"{g}|cloudInit", {"userData": "hello"}, "cloudInit.userData", "must start with '#cloud-config'"),
+        (f"{g}|cloudInit", {"userData": {"write_files": [{"path": "/x", "content": "a" * (100 << 10)}]}},
+         "cloudInit", "KiB limit"),
+        (f"{g}|cloudInit", {"sshAuthorizedKeys": ["ssh-ed25519"]}, "cloudInit.sshAuthorizedKeys[0]",
+         "not an OpenSSH public key"),
+        (f"{g}|waitForAddress", 60, "waitForAddress", "nothing can tell this guest's address"),
+        (f"{h}|networks", {"n": {"address": "10.9.0.1/24", "dhcp": {"start": "10.8.0.2", "end": "10.8.0.9"}}},
+         "networks.n.dhcp", "inside 10.9.0.0/24"),
     ]
 
 

@@ -140,7 +140,7 @@ BAD = [
     (f"{G}.cloudInit", {"sshAuthorizedKeys": ["not a key"]}, f"{G}.cloudInit.sshAuthorizedKeys[0]",
      "not an OpenSSH public key"),
     (f"{G}.cloudInit", {"sshAuthorizedKeys": KEY}, f"{G}.cloudInit.sshAuthorizedKeys", "must be a list"),
-    (f"{G}.cloudInit", {"userData": {"write_files": [{"path": "/x", "content": "a" * (2 << 20)}]}},
+    (f"{G}.cloudInit", {"userData": {"write_files": [{"path": "/x", "content": "a" * (100 << 10)}]}},
      f"{G}.cloudInit", "KiB limit"),
     (f"{G}.cloudInit", {"hostname": "bad_name"}, f"{G}.cloudInit.hostname", "not a host name"),
     (f"{G}.cloudInit", {"networkConfig": {"ethernets": {}}}, f"{G}.cloudInit.networkConfig", "version: 2"),
