@@ -121,6 +121,10 @@ def _user_data(key: str, conf: dict[str, Any], keys: list[str]) -> str:
         raise ConfigError(f"{key}.userData", "a user-data string must start with '#cloud-config' (or '#!' for a "
                           "script)", "Add the '#cloud-config' line, or write userData as a YAML mapping")
     cloud_config = dict(_yaml(f"{key}.userData", raw if raw is not None else {}, "userData"))
+    host_keys = cloud_config.get("ssh_keys")
+    if isinstance(host_keys, dict):  # `pulumi config set` drops a value's final newline; OpenSSH then refuses
+        cloud_config["ssh_keys"] = {k: f"{v}\n" if k.endswith("_private") and isinstance(v, str) and
+                                    not v.endswith("\n") else v for k, v in host_keys.items()}
     if keys:
         have = cloud_config.get("ssh_authorized_keys") or []
         if not isinstance(have, list):

@@ -113,3 +113,11 @@ def test_a_wait_that_gives_up_says_what_it_asked() -> None:
     assert said == ("interface 52:54:00:00:00:01 (network lab): asked lease, agent (Guest agent is not "
                     "responding), arp")
     assert addresses.first(picked) == ""
+
+
+def test_a_private_host_key_keeps_its_final_newline() -> None:
+    """`pulumi config set` (and YAML's `|-`) drop it, and sshd then finds no usable host key."""
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----"
+    keys = {"ed25519_private": key, "ed25519_public": "ssh-ed25519 A"}
+    seed = cloudinit.render("k", {"userData": {"ssh_keys": keys}}, "vm1")
+    assert yaml.safe_load(seed.user_data)["ssh_keys"] == {**keys, "ed25519_private": key + "\n"}
