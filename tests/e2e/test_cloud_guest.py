@@ -108,8 +108,7 @@ def test_a_debian_cloud_guest_you_can_log_into(cloud) -> None:
     seed_before = [v for v in lab.volumes("h1") if v.startswith(f"{key}-cidata-")]
     stack.run("config", "set", "--path", f"virtfleet:hosts.h1.guests.{key}.cloudInit.hostname", "vf-cloud-2")
     preview = stack.preview("--diff").stdout
-    assert f"virtfleet:index:Guest: ({key})" in preview and "seed" in preview and "restartOnUpdate" in preview, \
-        preview
+    assert f"::{key}]" in preview and "seed" in preview and "restartOnUpdate" in preview, preview
     assert "1 to update" in preview, preview
     t1 = time.monotonic()
     stack.up()
