@@ -1,0 +1,80 @@
+"""The fast offline tier: our XML through libvirt's own parser and serializer (the in-process
+`test:///default` driver), read back as virtfleet reads a host's.  Seconds, no lab; never instead of it.
+
+What libvirt rewrites (defaults, order, units, addresses) must never look like a change: every managed
+field read back from libvirt's serialization equals the one read from ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import libvirt
+import pytest
+
+from providers import cloudinit, xmlgen
+from providers.spec import Connection, GuestSpec, InterfaceSpec, NetworkSpec, Owner, PoolSpec, SeedSpec
+
+pytestmark = pytest.mark.unit
+CONN = Connection(host="t", address="192.0.2.1")
+
+
+@pytest.fixture
+def test_driver() -> Iterator[libvirt.virConnect]:
+    libvirt.registerErrorHandler(lambda *_: None, None)
+    conn = libvirt.open("test:///default")  # a fresh in-memory host per open
+    yield conn
+    conn.close()
+
+
+def guest(**changes: object) -> GuestSpec:
+    spec = GuestSpec(conn=CONN, name="vm1", owner=Owner("virtfleet", "prod", "vm1"), memory=4 << 30, vcpus=2,
+                     virt_type="qemu", disk_path="/var/lib/virtfleet/guests/vm1.qcow2",
+                     interfaces=(InterfaceSpec("direct", "eth0", "52:54:00:00:00:01"),))
+    return spec.replace(**changes)
+
+
+SEED = SeedSpec("guests", "/var/lib/virtfleet/guests", cloudinit.render("k", {"hostname": "web-1"}, "vm1"), "vm1")
+GUESTS = {
+    "article": guest(),
+    "cloud": guest(agent=True, seed=SEED, graphics="none", memory=512 << 20,
+                   interfaces=(InterfaceSpec("network", "default", "52:54:00:00:00:02"),
+                               InterfaceSpec("bridge", "br0", "52:54:00:00:00:03", "e1000"))),
+    "kernel-boot": guest(kernel="/boot/vmlinuz", initrd="/boot/initrd.img", cmdline="console=ttyS0 root=/dev/vda",
+                         graphics="vnc", cpu_priority="idle", vcpus=4),
+    "lvm-disk": guest(disk_path="/dev/guests/vm1", disk_format="raw", cpu_priority="batch"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GUESTS))
+def test_domains_read_back_from_libvirt_as_defined(test_driver: libvirt.virConnect, name: str) -> None:
+    ours = xmlgen.domain(GUESTS[name])
+    dom = test_driver.defineXML(ours)
+    back = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert back != ours  # libvirt rewrote it (order, defaults, a UUID)...
+    seen, wanted = xmlgen.observe_domain(back), xmlgen.observe_domain(ours)
+    assert seen.pop("uuid") == dom.UUIDString() and wanted.pop("uuid") == ""
+    assert seen == wanted  # ...and virtfleet reads back exactly what it defined: no false drift
+    # redefined with its UUID (every update does this), nothing changes either
+    again = test_driver.defineXML(xmlgen.domain(GUESTS[name], dom.UUIDString()))
+    assert again.UUIDString() == dom.UUIDString()
+    assert xmlgen.observe_domain(again.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)) == {**wanted, "uuid": dom.UUIDString()}
+
+
+@pytest.mark.parametrize("spec", [
+    NetworkSpec(CONN, "nat", "nat", "vf-nat", "192.168.150.1/24", "192.168.150.128", "192.168.150.254"),
+    NetworkSpec(CONN, "routed", "route", "vf-routed", "10.9.0.1/16"),
+    NetworkSpec(CONN, "lan", "bridge", "br0"),
+], ids=lambda s: s.mode)
+def test_networks_read_back_from_libvirt_as_defined(test_driver: libvirt.virConnect, spec: NetworkSpec) -> None:
+    net = test_driver.networkDefineXML(xmlgen.network(spec))
+    seen = xmlgen.observe_network(net.XMLDesc(0))  # the test driver has no INACTIVE flag for networks
+    assert seen == {k: spec.to_props()[k] for k in ("name", "mode", "bridge", "address", "dhcp")}
+
+
+def test_volumes_read_back_from_libvirt_as_defined(test_driver: libvirt.virConnect) -> None:
+    pool = test_driver.storagePoolLookupByName("default-pool")
+    vol = pool.createXML(xmlgen.volume("vm1.raw", 1 << 30, "raw"), 0)
+    seen = xmlgen.observe_volume(vol.XMLDesc(0))
+    assert (seen["name"], seen["capacity"]) == ("vm1.raw", 1 << 30)
+    assert xmlgen.pool(PoolSpec()).startswith("<pool type=\"dir\">")
