@@ -4,10 +4,13 @@ create: transactional (a start failure undefines what was defined); a name alrea
 by anything else is refused, never taken over; a domain left by an interrupted run of this same
 resource (same owner metadata) is adopted.
 read: the live domain: running or not, autostart, and whether its definition drifted (only managed
-fields are compared, so what libvirt adds never counts).  Gone only for a real "no such domain".
-update: redefine with the same UUID; restart (graceful shutdown, then start) only for restart-class
-changes of a running guest; start/stop for `running`, and resume for a paused guest (`running` is false
-while paused).  Starts go through `remote.starts`: guests starting together on one machine run together.
+fields are compared, so what libvirt adds never counts); devices added outside virtfleet are listed
+(`unmanaged`, and a line in the preview), never counted as drift.  Gone only for a real "no such domain".
+update: redefine with the same UUID, from the live definition with only the managed parts replaced
+(devices and settings added outside survive, `xmlgen.merge`); restart (graceful shutdown, then start)
+only for restart-class changes of a running guest; start/stop for `running`, and resume for a paused
+guest (`running` is false while paused).  Starts go through `remote.starts`: guests starting together
+on one machine run together.
 delete: graceful shutdown, wait, destroy, undefine (NVRAM, managed save, snapshot metadata), then the
 cloud-init seed volume.
 
@@ -34,11 +37,21 @@ from .remote import addresses as remote_addresses
 from .remote import domains, session, starts, storage
 from .spec import GuestSpec
 
-LIVE_KEYS = ("uuid", "state", "xmlDrift", "restartOnUpdate", "consoleCommand", "uri", "addresses", "address")
+LIVE_KEYS = ("uuid", "state", "xmlDrift", "restartOnUpdate", "consoleCommand", "uri", "addresses", "address",
+             "definedDevices", "unmanaged")
 
 
-def _managed(xml: str) -> dict[str, Any]:
-    seen = xmlgen.observe_domain(xml)
+def _macs(*interfaces: Any) -> set[str]:
+    """The MACs of the interfaces virtfleet manages (from specs' interfaces or props' lists)."""
+    out = set()
+    for ifaces in interfaces:
+        for i in ifaces or ():
+            out.add(str(i.mac if hasattr(i, "mac") else i.get("mac", "")).lower())
+    return out
+
+
+def _managed(xml: str, macs: set[str]) -> dict[str, Any]:
+    seen = xmlgen.observe_domain(xmlgen.managed_view(xml, macs))
     seen.pop("uuid", None)
     return seen
 
@@ -48,18 +61,30 @@ def _ifaces(spec: GuestSpec) -> list[dict[str, Any]]:
 
 
 def _outs(spec: GuestSpec, props: dict[str, Any], dom: libvirt.virDomain,
-          found: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+          found: list[dict[str, Any]] | None = None, defined: list[str] | None = None) -> dict[str, Any]:
+    """Outputs from the live domain.  `defined`: the ids of the devices of a definition just made (else
+    the ones recorded then; state from before they were recorded takes the live ones)."""
     if found is None:
         found = remote_addresses.observe(dom, _ifaces(spec), spec.agent)
     live_xml = domains.inactive_xml(dom)
     uuid = dom.UUIDString()
-    drift = _managed(live_xml) != _managed(xmlgen.domain(spec, uuid))
+    macs = _macs(spec.interfaces)
+    drift = _managed(live_xml, macs) != _managed(xmlgen.domain(spec, uuid), macs)
+    if defined is None:
+        defined = props.get("definedDevices") or xmlgen.device_ids(live_xml)
+    extra = xmlgen.unmanaged_devices(live_xml, defined, macs)
     c = spec.conn
     state = domains.state(dom)  # a paused guest is not running: `running: true` resumes it
     return {**inputs_of(props), "uuid": uuid, "state": state, "running": bool(dom.isActive()) and state != "paused",
             "autostart": bool(dom.autostart()), "xmlDrift": drift, "uri": c.uri,
             "consoleCommand": f"virsh -c {c.uri} console {spec.name}",
-            "addresses": found, "address": addresses.first(found)}
+            "addresses": found, "address": addresses.first(found), "definedDevices": defined,
+            "unmanaged": sorted(extra.values())}
+
+
+def _defined(dom: libvirt.virDomain, carried: dict[str, str] | None = None) -> list[str]:
+    """The ids of the devices of the definition just made, less the ones added outside that it carried."""
+    return xmlgen.device_ids(domains.inactive_xml(dom), tuple(carried or ()))
 
 
 def _wait_for_address(spec: GuestSpec, dom: libvirt.virDomain) -> list[dict[str, Any]] | None:
@@ -145,7 +170,8 @@ class GuestProvider(BaseProvider):
         existing = domains.by_name(conn, spec.name)
         if existing is None:
             dom = _define_new(conn, spec)
-            return CreateResult(dom.UUIDString(), _outs(spec, props, dom, _wait_for_address(spec, dom)))
+            return CreateResult(dom.UUIDString(), _outs(spec, props, dom, _wait_for_address(spec, dom),
+                                                        _defined(dom)))
         owner = xmlgen.observe_domain(domains.inactive_xml(existing))["owner"]
         if owner != spec.owner.__dict__:
             who = f"{owner['project']}/{owner['stack']}/{owner['resource']}" if owner else \
@@ -157,14 +183,19 @@ class GuestProvider(BaseProvider):
         _put_seed(spec)
         dom = conn.defineXML(xmlgen.domain(spec, existing.UUIDString()))
         _apply_power(spec, dom, restart=False)
-        return CreateResult(dom.UUIDString(), _outs(spec, props, dom, _wait_for_address(spec, dom)))
+        return CreateResult(dom.UUIDString(), _outs(spec, props, dom, _wait_for_address(spec, dom),
+                                                    _defined(dom)))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         spec = GuestSpec.from_props(props)
         dom = domains.by_uuid(session.virt(spec.conn), id_)
         if dom is None:
             return ReadResult(None, {})
-        return ReadResult(id_, _outs(spec, props, dom))
+        outs = _outs(spec, props, dom)
+        if outs["unmanaged"]:
+            say(f"{spec.conn.host}: {spec.name} has devices virtfleet does not manage, kept at every update: "
+                f"{'; '.join(outs['unmanaged'])}")
+        return ReadResult(id_, outs)
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         spec = GuestSpec.from_props(news)
@@ -173,14 +204,18 @@ class GuestProvider(BaseProvider):
         if dom is None:  # removed outside since the last refresh: define it again with its UUID
             dom = _define_new(conn, spec, id_)
             _drop_seed(spec, olds.get("seed"))
-            return UpdateResult(_outs(spec, news, dom, _wait_for_address(spec, dom)))
+            return UpdateResult(_outs(spec, news, dom, _wait_for_address(spec, dom), _defined(dom)))
         p = difftab.plan(difftab.GUEST_TABLE, olds, news)
         _put_seed(spec)
-        dom = conn.defineXML(xmlgen.domain(spec, id_))
+        live_xml = domains.inactive_xml(dom)
+        macs = _macs(spec.interfaces, olds.get("interfaces"))
+        carried = xmlgen.unmanaged_devices(live_xml, olds.get("definedDevices") or xmlgen.device_ids(live_xml), macs)
+        dom = conn.defineXML(xmlgen.merge(live_xml, xmlgen.domain(spec, id_), macs))
         _apply_power(spec, dom, restart=difftab.guest_needs_restart(p, bool(dom.isActive())))
         _drop_seed(spec, olds.get("seed"))  # after the restart: the old seed is no longer open
         started = bool(p.restart) or "running" in p.changed
-        return UpdateResult(_outs(spec, news, dom, _wait_for_address(spec, dom) if started else None))
+        return UpdateResult(_outs(spec, news, dom, _wait_for_address(spec, dom) if started else None,
+                                  _defined(dom, carried)))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         spec = GuestSpec.from_props(props)
@@ -199,6 +234,7 @@ class Guest(Resource, module="virtfleet", name="Guest"):
     consoleCommand: pulumi.Output[str]
     addresses: pulumi.Output[list]
     address: pulumi.Output[str]
+    unmanaged: pulumi.Output[list]
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(GuestProvider(), name,

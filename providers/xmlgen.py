@@ -7,6 +7,7 @@ canonical dict that the diff compares.  Pure: no host is touched here.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -271,3 +272,125 @@ def disk_sources(xml: str) -> list[str]:
         if path:
             found.append(path)
     return found
+
+
+# ---- keeping what virtfleet does not manage ------------------------------------------------------------
+
+MANAGED_TOP = ("name", "uuid", "memory", "currentMemory", "vcpu", "cputune", "os", "on_poweroff", "on_reboot",
+               "on_crash")
+
+
+def _ours(dev: ET.Element, macs: set[str]) -> bool:
+    """Whether a device of a domain is one virtfleet defines (see `domain`), whatever libvirt added to it."""
+    tag = dev.tag
+    if tag == "disk":
+        if dev.get("device") == "cdrom":
+            return "-cidata-" in (_attr(dev, "source", "file") or _attr(dev, "source", "dev"))
+        return dev.get("device", "disk") == "disk" and _attr(dev, "target", "dev") == "vda"
+    if tag == "interface":
+        return _attr(dev, "mac", "address").lower() in macs
+    if tag == "input":
+        return dev.get("type") == "keyboard" and dev.get("bus") == "usb"
+    if tag == "channel":
+        return _attr(dev, "target", "name") == AGENT_CHANNEL
+    return tag in ("serial", "console", "graphics", "video", "memballoon")
+
+
+def _signature(dev: ET.Element) -> str:
+    """A device as libvirt keeps it, without the addresses and aliases it assigns."""
+    copy = ET.fromstring(ET.tostring(dev))
+    for parent in copy.iter():
+        for child in [c for c in parent if c.tag in ("address", "alias")]:
+            parent.remove(child)
+    for el in copy.iter():
+        el.text = (el.text or "").strip() or None
+        el.tail = None
+    return ET.tostring(copy, encoding="unicode")
+
+
+def describe(signature: str) -> str:
+    """A device signature in a few words, e.g. `disk vdb /var/lib/x.qcow2`, `hostdev usb 046d:c52b`."""
+    dev = ET.fromstring(signature)
+    words = [dev.tag, dev.get("type", "") if dev.tag not in ("disk",) else _attr(dev, "target", "dev"),
+             _attr(dev, "source", "file") or _attr(dev, "source", "dev") or _attr(dev, "source", "bridge")
+             or _attr(dev, "source/vendor", "id") + (":" + _attr(dev, "source/product", "id")
+                                                     if dev.find("source/product") is not None else ""),
+             _attr(dev, "mac", "address")]
+    return " ".join(w for w in words if w)
+
+
+def _device_id(dev: ET.Element) -> str:
+    return hashlib.sha256(_signature(dev).encode()).hexdigest()[:16]
+
+
+def device_ids(xml: str, leave_out: tuple[str, ...] = ()) -> list[str]:
+    """Short ids of a definition's devices (what libvirt made of virtfleet's definition, recorded after a
+    define so that what it adds itself, controllers and such, is never taken for a device added outside)."""
+    return sorted({_device_id(d) for d in ET.fromstring(xml).findall("devices/*")} - set(leave_out))
+
+
+def unmanaged_devices(live_xml: str, defined: list[str], macs: set[str]) -> dict[str, str]:
+    """{id: description} of the devices in a live definition that virtfleet did not define and does not
+    manage: added outside (virsh attach-device, virt-manager)."""
+    known = set(defined)
+    return {i: describe(_signature(d)) for d in ET.fromstring(live_xml).findall("devices/*")
+            if not _ours(d, macs) and (i := _device_id(d)) not in known}
+
+
+def managed_view(xml: str, macs: set[str]) -> str:
+    """A definition without the devices virtfleet does not manage, for comparing managed fields only."""
+    root = ET.fromstring(xml)
+    devices = root.find("devices")
+    if devices is not None:
+        for dev in [d for d in devices if not _ours(d, macs)]:
+            devices.remove(dev)
+    return ET.tostring(root, encoding="unicode")
+
+
+def merge(live_xml: str, ours_xml: str, macs: set[str]) -> str:
+    """The live definition with virtfleet's managed parts replaced by `ours`, everything else kept: devices
+    and settings added outside (a second disk, a USB device, CPU tuning) survive an update.  `macs`: the
+    MACs of the interfaces virtfleet manages (before and after the change).  Replaced devices keep the
+    PCI addresses libvirt gave them, so the guest sees the same hardware."""
+    live, ours = ET.fromstring(live_xml), ET.fromstring(ours_xml)
+    live.set("type", ours.get("type", live.get("type", "")))
+    for tag in MANAGED_TOP:
+        for el in live.findall(tag):
+            live.remove(el)
+    for n, tag in enumerate(MANAGED_TOP):
+        for el in ours.findall(tag):
+            live.insert(n, el)
+    owner = ours.find(f"metadata/{{{OWNER_NS}}}owner")
+    md = live.find("metadata")
+    if md is None:
+        md = ET.SubElement(live, "metadata")
+    for old in md.findall(f"{{{OWNER_NS}}}owner"):
+        md.remove(old)
+    if owner is not None:
+        md.append(owner)
+    features = live.find("features")
+    if features is None:
+        features = ET.SubElement(live, "features")
+    if features.find("acpi") is None:
+        ET.SubElement(features, "acpi")
+    devices = live.find("devices")
+    if devices is None:
+        devices = ET.SubElement(live, "devices")
+    addresses: dict[tuple[str, str], ET.Element] = {}
+    for dev in list(devices):
+        if _ours(dev, macs):
+            key = _attr(dev, "target", "dev") if dev.tag == "disk" else _attr(dev, "mac", "address").lower()
+            address = dev.find("address")
+            if dev.tag in ("disk", "interface") and address is not None:
+                addresses[(dev.tag, key)] = address
+            devices.remove(dev)
+    for dev in ours.findall("devices/*"):
+        key = _attr(dev, "target", "dev") if dev.tag == "disk" else _attr(dev, "mac", "address").lower()
+        if (dev.tag, key) in addresses and dev.get("device") != "cdrom":
+            dev.append(addresses[(dev.tag, key)])
+        devices.append(dev)
+    for el in live.iter():
+        el.tail = None
+        if el.text is not None and not el.text.strip():
+            el.text = None
+    return to_string(live)

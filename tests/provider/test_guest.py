@@ -186,3 +186,28 @@ def test_cpu_priority_idle_applies_to_the_whole_guest(disk, unique, sweep) -> No
     assert back.outs["cpuPriority"] == "normal"
     assert set(_vcpu_policies(name).values()) == {os.SCHED_OTHER}, "restarted with normal vCPUs"
     gp.delete(made.id, back.outs)
+
+
+def test_a_device_added_with_virsh_survives_an_update(disk, unique, sweep) -> None:
+    name = f"um-{unique}"
+    sweep.append(("h1", name))
+    gp = GuestProvider()
+    props = guest_props("h1", name, disk, _mac(unique))
+    made = gp.create(props)
+    assert made.outs["unmanaged"] == []
+    extra = f"extra-{unique}.raw"
+    lab.virsh("h1", "vol-create-as", "guests", extra, "16M")
+    try:
+        lab.virsh("h1", "attach-disk", name, f"/var/lib/virtfleet/guests/{extra}", "vdb", "--config")
+        seen = gp.read(made.id, made.outs).outs
+        assert seen["unmanaged"] == [f"disk vdb /var/lib/virtfleet/guests/{extra}"] and seen["xmlDrift"] is False
+        assert not gp.diff(made.id, seen, props).changes  # listed, not drift: nothing to do for it
+        news = {**props, "memory": 160 << 20}
+        updated = gp.update(made.id, seen, news).outs
+        inactive = lab.virsh("h1", "dumpxml", name, "--inactive")
+        assert f"/var/lib/virtfleet/guests/{extra}" in inactive and "<memory unit='KiB'>163840</memory>" in inactive
+        assert updated["unmanaged"] == seen["unmanaged"] and updated["xmlDrift"] is False
+        assert lab.domain_state("h1", name) == "running"
+        gp.delete(made.id, updated)
+    finally:
+        lab.virsh("h1", "vol-delete", "--pool", "guests", extra, check=False)

@@ -7,6 +7,7 @@ field read back from libvirt's serialization equals the one read from ours.
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 import libvirt
@@ -78,3 +79,43 @@ def test_volumes_read_back_from_libvirt_as_defined(test_driver: libvirt.virConne
     seen = xmlgen.observe_volume(vol.XMLDesc(0))
     assert (seen["name"], seen["capacity"]) == ("vm1.raw", 1 << 30)
     assert xmlgen.pool(PoolSpec()).startswith("<pool type=\"dir\">")
+
+
+EXTRA_DISK = ("<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+              "<source file='/var/lib/virtfleet/guests/data.qcow2'/><target dev='vdb' bus='virtio'/></disk>")
+EXTRA_NIC = "<interface type='bridge'><mac address='52:54:00:99:99:99'/><source bridge='br9'/></interface>"
+
+
+def test_an_update_keeps_what_was_added_outside_and_lists_it(test_driver: libvirt.virConnect) -> None:
+    spec = GUESTS["cloud"]
+    dom = test_driver.defineXML(xmlgen.domain(spec))
+    uuid = dom.UUIDString()
+    defined = xmlgen.device_ids(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    macs = {i.mac for i in spec.interfaces}
+    live = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert xmlgen.unmanaged_devices(live, defined, macs) == {}  # libvirt's own additions are not "outside"
+
+    edited = ET.fromstring(live)  # as `virsh edit` does (the test driver has no attach-device)
+    for xml in (EXTRA_DISK, EXTRA_NIC):
+        edited.find("devices").append(ET.fromstring(xml))
+    dom = test_driver.defineXML(ET.tostring(edited, encoding="unicode"))
+    live = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    extra = xmlgen.unmanaged_devices(live, defined, macs)
+    assert sorted(extra.values()) == ["disk vdb /var/lib/virtfleet/guests/data.qcow2",
+                                      "interface bridge br9 52:54:00:99:99:99"]
+
+    # a memory change and one managed NIC swapped for another: only the managed parts change
+    new = spec.replace(memory=1 << 30, interfaces=(spec.interfaces[0], InterfaceSpec("bridge", "br0",
+                                                                                     "52:54:00:00:00:04")))
+    merged = xmlgen.merge(live, xmlgen.domain(new, uuid), macs | {i.mac for i in new.interfaces})
+    back = test_driver.defineXML(merged).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    seen = xmlgen.observe_domain(xmlgen.managed_view(back, {i.mac for i in new.interfaces}))
+    assert seen == {**xmlgen.observe_domain(xmlgen.domain(new, uuid))}
+    assert "vdb" in back and "52:54:00:99:99:99" in back and "52:54:00:00:00:03" not in back
+    assert back.count("<disk") == 3  # vda, the seed, vdb: nothing of ours twice
+    carried = xmlgen.unmanaged_devices(back, defined, {i.mac for i in new.interfaces})
+    assert sorted(carried.values()) == sorted(extra.values())  # the same devices, still listed as outside
+
+    # the managed view ignores what was added outside: no drift, no restart for it
+    assert xmlgen.observe_domain(xmlgen.managed_view(back, {i.mac for i in new.interfaces}))["interfaces"] == \
+        xmlgen.observe_domain(xmlgen.domain(new, uuid))["interfaces"]
