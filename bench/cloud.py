@@ -41,7 +41,7 @@ from tests.pulumi_cli import Stack  # noqa: E402
 IMAGE = os.path.join(lab.LAB_DIR, "cloud", "debian12.qcow2")
 NET = {"name": "bench-cloud", "mode": "nat", "bridge": "vf-benchcl", "address": "192.168.139.1/24",
        "dhcp": {"start": "192.168.139.100", "end": "192.168.139.200"}, "autostart": True}
-MACS = ("52:54:00:be:c1:01", "52:54:00:be:c1:02")  # each round adds its number: no lease of an earlier round
+MACS = ("52:54:00:be:c1:01", "52:54:00:be:c2:01")  # each round adds its number: no lease of an earlier round
 STATIC = "10.200.0.251"
 SOURCES = ("lease", "agent", "arp")
 
