@@ -83,8 +83,9 @@ def provider_round(base: dict, n: int) -> dict[str, float]:
     seen = {"create returned": time.monotonic() - t0}
     dom = domains.by_name(session.virt(Connection.from_props(props["connection"])), name)
     assert dom is not None
-    while not all(k in seen for k in (*SOURCES, "ssh")) and time.monotonic() - t0 < 600:
-        found, _ = remote_addresses.query(dom, list(SOURCES))
+    c = Connection.from_props(props["connection"])
+    while not all(k in seen for k in (*SOURCES, "ssh")) and time.monotonic() - t0 < 300:
+        found, _ = remote_addresses.query(dom, list(SOURCES), c)
         for src in SOURCES:
             if src not in seen and any(found.get(src, {}).values()):
                 seen[src] = time.monotonic() - t0

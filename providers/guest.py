@@ -65,7 +65,7 @@ def _outs(spec: GuestSpec, props: dict[str, Any], dom: libvirt.virDomain,
     """Outputs from the live domain.  `defined`: the ids of the devices of a definition just made (else
     the ones recorded then; state from before they were recorded takes the live ones)."""
     if found is None:
-        found = remote_addresses.observe(dom, _ifaces(spec), spec.agent)
+        found = remote_addresses.observe(dom, _ifaces(spec), spec.agent, spec.conn)
     live_xml = domains.inactive_xml(dom)
     uuid = dom.UUIDString()
     macs = _macs(spec.interfaces)
@@ -91,7 +91,7 @@ def _wait_for_address(spec: GuestSpec, dom: libvirt.virDomain) -> list[dict[str,
     """Addresses after a bounded wait (waitForAddress), or None for no wait (read them once)."""
     if not spec.wait_for_address or not spec.running:
         return None
-    found, gave_up = remote_addresses.wait(dom, _ifaces(spec), spec.agent, spec.wait_for_address)
+    found, gave_up = remote_addresses.wait(dom, _ifaces(spec), spec.agent, spec.wait_for_address, spec.conn)
     if gave_up:
         say(f"{spec.conn.host}: gave up after waitForAddress {spec.wait_for_address} s on {spec.name}'s "
             f"addresses: {gave_up}. The guest is kept; `pulumi refresh` reads its addresses later")

@@ -1,13 +1,19 @@
-"""Ask a running guest's addresses from libvirt's sources (leases, guest agent, neighbour table)."""
+"""Ask a running guest's addresses: DHCP leases and the guest agent through libvirt, the host's neighbour
+table with `ip -j neigh` over the host's SSH master (libvirt 9.0's own ARP source fails with "wrong
+nlmsg len" on current kernels)."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import libvirt
 
 from .. import addresses
+from ..errors import HostError
+from ..spec import Connection
+from . import session
 
 SOURCES = {"lease": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
            "agent": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
@@ -15,11 +21,28 @@ SOURCES = {"lease": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
 AGENT_TIMEOUT = 3  # seconds an agent command may take before libvirt gives up on it (its default: forever)
 
 
-def query(dom: libvirt.virDomain, sources: list[str]) -> tuple[dict[str, dict[str, list[str]]], dict[str, str]]:
+def neighbours(c: Connection) -> dict[str, list[str]]:
+    """The host's neighbour table as {mac: [address]} (entries that did not fail to resolve)."""
+    _, out, _ = session.run(c, ["ip", "-j", "neigh", "show"], timeout=30)
+    table: dict[str, Any] = {}
+    for n, entry in enumerate(json.loads(out or "[]")):
+        if entry.get("lladdr") and not {"FAILED", "INCOMPLETE"} & set(entry.get("state") or []):
+            table[str(n)] = {"hwaddr": entry["lladdr"], "addrs": [{"addr": entry.get("dst", "")}]}
+    return addresses.by_mac(table)
+
+
+def query(dom: libvirt.virDomain, sources: list[str],
+          c: Connection | None = None) -> tuple[dict[str, dict[str, list[str]]], dict[str, str]]:
     """({source: {mac: [address]}}, {source: why it had nothing}) for one guest, one call per source."""
     found: dict[str, dict[str, list[str]]] = {}
     errors: dict[str, str] = {}
     for src in sources:
+        if src == "arp" and c is not None:
+            try:
+                found[src] = neighbours(c)
+            except (HostError, ValueError) as exc:
+                errors[src] = str(exc).split("\n")[0]
+            continue
         try:
             if src == "agent":
                 dom.agentSetResponseTimeout(AGENT_TIMEOUT, 0)
@@ -29,21 +52,22 @@ def query(dom: libvirt.virDomain, sources: list[str]) -> tuple[dict[str, dict[st
     return found, errors
 
 
-def observe(dom: libvirt.virDomain, ifaces: list[dict[str, Any]], agent: bool) -> list[dict[str, Any]]:
+def observe(dom: libvirt.virDomain, ifaces: list[dict[str, Any]], agent: bool,
+            c: Connection | None = None) -> list[dict[str, Any]]:
     """Addresses per interface now (none for a guest that is not running)."""
     if not dom.isActive():
         return addresses.pick(ifaces, {}, agent)
-    found, _ = query(dom, addresses.sources_for(ifaces, agent))
+    found, _ = query(dom, addresses.sources_for(ifaces, agent), c)
     return addresses.pick(ifaces, found, agent)
 
 
-def wait(dom: libvirt.virDomain, ifaces: list[dict[str, Any]], agent: bool,
-         timeout: float) -> tuple[list[dict[str, Any]], str]:
+def wait(dom: libvirt.virDomain, ifaces: list[dict[str, Any]], agent: bool, timeout: float,
+         c: Connection | None = None) -> tuple[list[dict[str, Any]], str]:
     """Poll until every interface has an address or `timeout` s passed: (addresses, what it gave up on or '')."""
     deadline = time.monotonic() + timeout
     sources = addresses.sources_for(ifaces, agent)
     while True:
-        found, errors = query(dom, sources) if dom.isActive() else ({}, {"guest": "not running"})
+        found, errors = query(dom, sources, c) if dom.isActive() else ({}, {"guest": "not running"})
         picked = addresses.pick(ifaces, found, agent)
         if all(p["addresses"] for p in picked):
             return picked, ""
