@@ -151,3 +151,13 @@ def test_an_address_wait_gives_up_on_time_and_keeps_the_guest(disk, unique, swee
     assert "gave up after waitForAddress 3 s" in err and f"interface {_mac(unique)} (direct eth0): asked agent (" in err
     assert took < 3 + 20  # bounded: the wait plus one start, never the agent's own unbounded default
     gp.delete(made.id, made.outs)
+
+
+def test_the_neighbour_table_is_read_over_the_hosts_ssh_connection() -> None:
+    """libvirt 9.0's own ARP source fails here ("wrong nlmsg len"); virtfleet reads `ip -j neigh` instead."""
+    from providers.remote.addresses import neighbours
+    from providers.spec import Connection
+
+    table = neighbours(Connection.from_props(lab.connection_props("h1")))
+    assert any("10.200.0.1" in addrs for addrs in table.values()), table  # this machine, h1's SSH client
+    assert all(":" in mac and addrs for mac, addrs in table.items())
