@@ -9,7 +9,7 @@ t0=$(date +%s%N)
 step() { local ms=$(( ($(date +%s%N) - t0) / 1000000 )); printf '[setup %4d.%01ds] %s\n' $((ms / 1000)) $((ms % 1000 / 100)) "$*"; }
 APT_PACKAGES="libvirt-daemon-system libvirt-clients libvirt-dev pkg-config qemu-system-x86 qemu-utils
   openssh-server openssh-client iproute2 busybox-static libxml2-utils syslinux syslinux-common mtools
-  dosfstools lvm2"
+  dosfstools lvm2 mmdebstrap extlinux fdisk dnsmasq-base iptables"
 
 step "apt packages"
 missing=$(for p in $APT_PACKAGES; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
@@ -37,7 +37,13 @@ step "pulumi CLI"
 step "guest payload"
 "$ROOT/lab/payload.sh" >/dev/null
 
+step "cloud guest image"
+"$ROOT/lab/cloudimage.sh" >/dev/null
+
 step "lab hosts ($N)"
 PYTHON="$ROOT/.venv/bin/python" "$ROOT/lab/lab.sh" up "$N"
 "$ROOT/.venv/bin/python" "$ROOT/lab/write_stack.py" >/dev/null
+
+step "lab S3 server for team state (lab/s3.sh)"
+"$ROOT/lab/s3.sh" up
 step "done"
