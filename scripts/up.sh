@@ -7,6 +7,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/env.sh
 . "$ROOT/scripts/env.sh"
 cd "$ROOT"
+# The lab stack's public passphrase (scripts/env.sh), for this script's `--stack lab` commands only
+if [ -z "${PULUMI_CONFIG_PASSPHRASE:-}" ] && [ -z "${PULUMI_CONFIG_PASSPHRASE_FILE:-}" ]; then
+  export PULUMI_CONFIG_PASSPHRASE=$VIRTFLEET_LAB_PASSPHRASE
+fi
 pulumi stack select --create lab >/dev/null
 pulumi up --yes --stack lab "$@"
 pulumi stack output --stack lab guests

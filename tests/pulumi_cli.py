@@ -1,4 +1,5 @@
-"""Run the real `pulumi` CLI on a file backend of the test's own, with no network."""
+"""Run the real `pulumi` CLI on a file backend of the test's own (or a backend the test names), with no
+network."""
 
 from __future__ import annotations
 
@@ -48,16 +49,21 @@ class Stack:
     """A stack of the virtfleet project (or of `project_dir`) with its own backend and config file."""
 
     def __init__(self, tmp: str, name: str, config: dict[str, Any] | None = None, project_dir: str = ROOT,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str | None] | None = None, init: bool = True) -> None:
+        """`env` is laid over the defaults (PULUMI_BACKEND_URL: a file backend of the test's own); a value
+        None removes the variable.  `init=False`: a stack someone else made (another operator's desk)."""
         self.tmp, self.name, self.project_dir = tmp, name, project_dir
         os.makedirs(os.path.join(tmp, "backend"), exist_ok=True)
         self.config_file = os.path.join(tmp, f"Pulumi.{name}.yaml")
-        self.env = {**os.environ, "PULUMI_BACKEND_URL": f"file://{tmp}/backend", "PULUMI_CONFIG_PASSPHRASE": "test",
-                    "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-                    "PULUMI_HOME": os.path.join(tmp, "home"), **(env or {})}
-        self.env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
-        self.run("stack", "init", name, check=False)
-        self._adopt_salt()
+        merged = {**os.environ, "PULUMI_BACKEND_URL": f"file://{tmp}/backend", "PULUMI_CONFIG_PASSPHRASE": "test",
+                  "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+                  "PULUMI_HOME": os.path.join(tmp, "home"), **(env or {})}
+        self.env = {k: v for k, v in merged.items() if v is not None}
+        if "PULUMI_CONFIG_PASSPHRASE" in self.env:
+            self.env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
+        if init:
+            self.run("stack", "init", name, check=False)
+            self._adopt_salt()
         if config is not None:
             self.write_config(config)
 
@@ -97,14 +103,23 @@ class Stack:
         with open(self.config_file, "w") as f:
             yaml.safe_dump(doc, f, sort_keys=False)
 
-    def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    def argv(self, *args: str) -> list[str]:
+        """The command line of `pulumi ARGS` on this stack and its config file."""
         argv = ["pulumi", *args, "--stack", self.name, "--non-interactive"]
         if args[0] in ("up", "preview", "refresh", "destroy", "config", "stack") and args[:2] != ("stack", "init"):
             argv += ["--config-file", self.config_file] if args[0] in ("up", "preview", "refresh", "destroy",
                                                                        "config") else []
         if args[:2] == ("stack", "init"):
             argv = ["pulumi", "stack", "init", self.name, "--non-interactive"]
-        proc = subprocess.run(argv, cwd=self.project_dir, env=self.env, capture_output=True, text=True,
+        return argv
+
+    def start(self, *args: str, **popen: Any) -> subprocess.Popen[str]:
+        """`pulumi ARGS` in the background (stdout and stderr together, as text, unless `popen` says)."""
+        opts: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, **popen}
+        return subprocess.Popen(self.argv(*args), cwd=self.project_dir, env=self.env, text=True, **opts)
+
+    def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(self.argv(*args), cwd=self.project_dir, env=self.env, capture_output=True, text=True,
                               timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"pulumi {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
