@@ -11,7 +11,7 @@ LAB=${VIRTFLEET_LAB_DIR:-$ROOT/.lab}
 BASE=$LAB/hosts
 KEY=$LAB/client_key
 BR=vfbr0
-MAX=4
+MAX=16
 
 ip_of() { echo "10.200.0.$((10 + $1))"; }
 log() { echo "[lab] $*" >&2; }
@@ -190,7 +190,7 @@ cmd=${1:-}; shift || true
 case "$cmd" in
   up)
     N=${1:-2}
-    [[ "$N" =~ ^[1-4]$ ]] || { echo "lab: N must be 1..$MAX, got '$N'" >&2; exit 2; }
+    [[ "$N" =~ ^[1-9][0-9]*$ ]] && (( N <= MAX )) || { echo "lab: N must be 1..$MAX, got '$N'" >&2; exit 2; }
     common_up
     for n in $(seq 1 "$N"); do host_up "$n"; done
     write_json ;;
