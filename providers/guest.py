@@ -87,15 +87,17 @@ def _defined(dom: libvirt.virDomain, carried: dict[str, str] | None = None) -> l
     return xmlgen.device_ids(domains.inactive_xml(dom), tuple(carried or ()))
 
 
-def _wait_for_address(spec: GuestSpec, dom: libvirt.virDomain) -> list[dict[str, Any]] | None:
-    """Addresses after a bounded wait (waitForAddress), or None for no wait (read them once)."""
+def _wait_for_address(spec: GuestSpec, dom: libvirt.virDomain) -> tuple[list[dict[str, Any]] | None,
+                                                                       libvirt.virDomain]:
+    """(addresses after a bounded wait (waitForAddress), or None for no wait: read them once; the domain on
+    the connection in use after the wait)."""
     if not spec.wait_for_address or not spec.running:
-        return None
-    found, gave_up = remote_addresses.wait(dom, _ifaces(spec), spec.agent, spec.wait_for_address, spec.conn)
+        return None, dom
+    found, gave_up, dom = remote_addresses.wait(dom, _ifaces(spec), spec.agent, spec.wait_for_address, spec.conn)
     if gave_up:
         say(f"{spec.conn.host}: gave up after waitForAddress {spec.wait_for_address} s on {spec.name}'s "
             f"addresses: {gave_up}. The guest is kept; `pulumi refresh` reads its addresses later")
-    return found
+    return found, dom
 
 
 def _put_seed(spec: GuestSpec) -> None:
@@ -169,9 +171,8 @@ class GuestProvider(BaseProvider):
         conn = session.virt(spec.conn)
         existing = domains.by_name(conn, spec.name)
         if existing is None:
-            dom = _define_new(conn, spec)
-            return CreateResult(dom.UUIDString(), _outs(spec, props, dom, _wait_for_address(spec, dom),
-                                                        _defined(dom)))
+            found, dom = _wait_for_address(spec, _define_new(conn, spec))
+            return CreateResult(dom.UUIDString(), _outs(spec, props, dom, found, _defined(dom)))
         owner = xmlgen.observe_domain(domains.inactive_xml(existing))["owner"]
         if owner != spec.owner.__dict__:
             who = f"{owner['project']}/{owner['stack']}/{owner['resource']}" if owner else \
@@ -183,8 +184,8 @@ class GuestProvider(BaseProvider):
         _put_seed(spec)
         dom = conn.defineXML(xmlgen.domain(spec, existing.UUIDString()))
         _apply_power(spec, dom, restart=False)
-        return CreateResult(dom.UUIDString(), _outs(spec, props, dom, _wait_for_address(spec, dom),
-                                                    _defined(dom)))
+        found, dom = _wait_for_address(spec, dom)
+        return CreateResult(dom.UUIDString(), _outs(spec, props, dom, found, _defined(dom)))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         spec = GuestSpec.from_props(props)
@@ -204,7 +205,8 @@ class GuestProvider(BaseProvider):
         if dom is None:  # removed outside since the last refresh: define it again with its UUID
             dom = _define_new(conn, spec, id_)
             _drop_seed(spec, olds.get("seed"))
-            return UpdateResult(_outs(spec, news, dom, _wait_for_address(spec, dom), _defined(dom)))
+            found, dom = _wait_for_address(spec, dom)
+            return UpdateResult(_outs(spec, news, dom, found, _defined(dom)))
         p = difftab.plan(difftab.GUEST_TABLE, olds, news)
         _put_seed(spec)
         live_xml = domains.inactive_xml(dom)
@@ -213,9 +215,8 @@ class GuestProvider(BaseProvider):
         dom = conn.defineXML(xmlgen.merge(live_xml, xmlgen.domain(spec, id_), macs))
         _apply_power(spec, dom, restart=difftab.guest_needs_restart(p, bool(dom.isActive())))
         _drop_seed(spec, olds.get("seed"))  # after the restart: the old seed is no longer open
-        started = bool(p.restart) or "running" in p.changed
-        return UpdateResult(_outs(spec, news, dom, _wait_for_address(spec, dom) if started else None,
-                                  _defined(dom, carried)))
+        found, dom = _wait_for_address(spec, dom) if p.restart or "running" in p.changed else (None, dom)
+        return UpdateResult(_outs(spec, news, dom, found, _defined(dom, carried)))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         spec = GuestSpec.from_props(props)

@@ -62,15 +62,32 @@ def observe(dom: libvirt.virDomain, ifaces: list[dict[str, Any]], agent: bool,
 
 
 def wait(dom: libvirt.virDomain, ifaces: list[dict[str, Any]], agent: bool, timeout: float,
-         c: Connection | None = None) -> tuple[list[dict[str, Any]], str]:
-    """Poll until every interface has an address or `timeout` s passed: (addresses, what it gave up on or '')."""
+         c: Connection | None = None) -> tuple[list[dict[str, Any]], str, libvirt.virDomain]:
+    """Poll until every interface has an address or `timeout` s passed: (addresses, what it gave up on or '',
+    the domain).  A connection lost meanwhile (libvirtd restarted, the master gone) is opened again, within
+    the same time, and the domain returned is the one on the connection in use."""
     deadline = time.monotonic() + timeout
     sources = addresses.sources_for(ifaces, agent)
+    picked, errors = addresses.pick(ifaces, {}, agent), dict[str, str]()
     while True:
-        found, errors = query(dom, sources, c) if dom.isActive() else ({}, {"guest": "not running"})
-        picked = addresses.pick(ifaces, found, agent)
+        try:
+            active = bool(dom.isActive())
+            found, errors = query(dom, sources, c) if active else ({}, {"guest": "not running"})
+            picked = addresses.pick(ifaces, found, agent)
+        except libvirt.libvirtError as exc:
+            if c is None or time.monotonic() >= deadline:
+                raise
+            errors, active = {"libvirt": (exc.get_error_message() or str(exc)).split("\n")[0]}, True
+            time.sleep(1.0)
+            try:
+                dom = session.virt(c).lookupByUUIDString(dom.UUIDString())
+            except libvirt.libvirtError:
+                session.forget(c)  # a dead connection still cached: the next turn opens a new one
+            except HostError:
+                pass  # the host still away: tried again at the next turn
+            continue
         if all(p["addresses"] for p in picked):
-            return picked, ""
-        if time.monotonic() >= deadline or not dom.isActive():
-            return picked, addresses.waiting_for(ifaces, picked, agent, errors)
+            return picked, "", dom
+        if time.monotonic() >= deadline or not active:
+            return picked, addresses.waiting_for(ifaces, picked, agent, errors), dom
         time.sleep(1.0)

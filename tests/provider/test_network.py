@@ -161,3 +161,21 @@ def test_the_neighbour_table_is_read_over_the_hosts_ssh_connection() -> None:
     table = neighbours(Connection.from_props(lab.connection_props("h1")))
     assert any("10.200.0.1" in addrs for addrs in table.values()), table  # this machine, h1's SSH client
     assert all(":" in mac and addrs for mac, addrs in table.items())
+
+
+def test_an_address_wait_outlives_a_libvirtd_restart(disk, unique, sweep, capsys) -> None:
+    """A restart of libvirtd cuts the connection under a waiting create: it reconnects and goes on."""
+    import subprocess
+    import threading
+
+    name = f"ar-{unique}"
+    sweep.append(("h1", name))
+    restart = threading.Timer(4.0, lambda: subprocess.run(["bash", lab.LAB_SH, "restart-libvirtd", "1"], check=True))
+    restart.start()
+    try:
+        made = GuestProvider().create(guest_props("h1", name, disk, _mac(unique), agent=True, waitForAddress=20))
+    finally:
+        restart.join()
+    assert made.outs["address"] == "" and lab.domain_state("h1", name) == "running"
+    assert "gave up after waitForAddress 20 s" in capsys.readouterr().err
+    GuestProvider().delete(made.id, made.outs)
