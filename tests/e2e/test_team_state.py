@@ -50,7 +50,7 @@ def all_owned(stack: Stack, hosts: tuple[str, ...] = ("h1", "h2")) -> list[str]:
 
 def assert_converged(stack: Stack, where: dict[str, list[str]]) -> None:
     """Every guest of `where` (host -> names) on its host once, running, with one disk; nothing else of this
-    stack anywhere; a refreshing preview has nothing to do."""
+    stack on those hosts; a refreshing preview has nothing to do."""
     assert all_owned(stack, tuple(where)) == sorted(n for names in where.values() for n in names)
     for host, names in where.items():
         vols = lab.volumes(host)
@@ -64,7 +64,8 @@ class Output:
     """A background run's output, read as it comes (a pipe left unread would stall the CLI)."""
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc, self.lines, self._t = proc, [], threading.Thread(target=self._read, daemon=True)
+        self.proc, self.lines = proc, list[str]()
+        self._t = threading.Thread(target=self._read, daemon=True)
         self._t.start()
 
     def _read(self) -> None:
