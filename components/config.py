@@ -13,21 +13,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from providers import cloudinit
+from providers import cloudinit, fields
 from providers import validate as v
 from providers.errors import ConfigError
 from providers.localimage import LocalImage
 from providers.spec import (
-    CPU_PRIORITIES,
     DISK_MODES,
-    GRAPHICS,
-    MAX_ADDRESS_WAIT,
     VIRT_TYPES,
     Connection,
+    GuestSpec,
     HostSpec,
     InterfaceSpec,
     NetworkSpec,
     PoolSpec,
+    address_sources,
 )
 
 TOP_KEYS = {"images", "hosts", "sshPrivateKey"}
@@ -35,36 +34,27 @@ IMAGE_KEYS = {"path", "build"}
 HOST_KEYS = {"address", "user", "port", "hostKey", "hostNic", "virtType", "sshKeyFile", "pool", "networks", "guests"}
 NETWORK_KEYS = {"mode", "bridge", "address", "dhcp", "autostart"}
 POOL_KEYS = {"name", "type", "path", "vg"}
-GUEST_KEYS = {"name", "memory", "vcpus", "diskSize", "mac", "ip", "image", "disk", "running", "autostart",
-              "deleteDiskOnDestroy", "interfaces", "kernel", "initrd", "cmdline", "graphics", "shutdownTimeout",
-              "cpuPriority", "cloudInit", "agent", "waitForAddress"}
+# a guest's keys: its fields' (GuestSpec declarations) and the ones about its disk, NICs and cloud-init
+GUEST_KEYS = fields.config_keys(GuestSpec) | {"name", "diskSize", "mac", "image", "disk", "deleteDiskOnDestroy",
+                                              "interfaces", "cloudInit"}
 IFACE_KEYS = {"type", "source", "mac", "model"}
 
 
 @dataclass(frozen=True)
 class GuestConf:
+    """One guest of the stack config: `values` holds its fields' properties ({key: value}, every field with a
+    config key, defaults filled in); the rest is what the program turns into its disk, NICs and seed."""
+
     key: str
     host: str
     name: str
-    memory: int
-    vcpus: int
+    values: dict[str, Any]
     disk_size: int
     image: str
     disk_mode: str
     interfaces: tuple[InterfaceSpec, ...]
-    running: bool
-    autostart: bool
     delete_disk: bool
-    ip: str
-    kernel: str
-    initrd: str
-    cmdline: str
-    graphics: str
-    shutdown_timeout: int
-    cpu_priority: str
-    agent: bool = False
     seed: cloudinit.Seed | None = None
-    wait_for_address: int = 0
 
 
 @dataclass(frozen=True)
@@ -132,35 +122,19 @@ def _guest(key: str, gkey: str, host: str, g: Any, host_nic: str, images: dict[s
                           f"({img.virtual_size} bytes)", "Make diskSize at least the image's size")
     name = v.name(f"{key}.name", g.get("name", gkey), "guest name")
     interfaces = _interfaces(key, g, host_nic)
-    agent = v.boolean(f"{key}.agent", g.get("agent", False))
-    wait = g.get("waitForAddress", 0)
-    wait = 0 if wait is False else 300 if wait is True else \
-        v.integer(f"{key}.waitForAddress", wait, 0, MAX_ADDRESS_WAIT, "waitForAddress (seconds)")
-    if wait and not agent and not any(i.type == "network" for i in interfaces):
-        raise ConfigError(f"{key}.waitForAddress", "nothing can tell this guest's address: it has no guest agent "
-                          "and no interface on a libvirt network (DHCP leases)",
+    values = fields.from_config(GuestSpec, key, g)
+    why = address_sources(values["agent"], interfaces)
+    if values["waitForAddress"] and why:
+        raise ConfigError(f"{key}.waitForAddress", f"nothing can tell this guest's address: {why}",
                           "Set `agent: true` (the image needs qemu-guest-agent), or put an interface on a "
                           "network (`interfaces: [{type: network, source: NAME, mac: ...}]`), or remove "
                           "waitForAddress")
     seed = cloudinit.render(f"{key}.cloudInit", g["cloudInit"], name) if g.get("cloudInit") is not None else None
     return GuestConf(
-        key=gkey, host=host, name=name, agent=agent, seed=seed, wait_for_address=wait,
-        memory=v.size(f"{key}.memory", g.get("memory"), "memory", 16 << 20, v.MAX_MEMORY),
-        vcpus=v.integer(f"{key}.vcpus", g.get("vcpus", 1), 1, v.MAX_VCPUS, "vcpus"),
-        disk_size=disk_size, image=image,
+        key=gkey, host=host, name=name, values=values, seed=seed, disk_size=disk_size, image=image,
         disk_mode=v.choice(f"{key}.disk", g.get("disk", "overlay"), DISK_MODES, "disk"),
         interfaces=interfaces,
-        running=v.boolean(f"{key}.running", g.get("running", True)),
-        autostart=v.boolean(f"{key}.autostart", g.get("autostart", True)),
-        delete_disk=v.boolean(f"{key}.deleteDiskOnDestroy", g.get("deleteDiskOnDestroy", False)),
-        ip=v.ip(f"{key}.ip", g.get("ip")),
-        kernel=v.abs_path(f"{key}.kernel", g["kernel"], "kernel") if g.get("kernel") else "",
-        initrd=v.abs_path(f"{key}.initrd", g["initrd"], "initrd") if g.get("initrd") else "",
-        cmdline=v.cmdline(f"{key}.cmdline", g.get("cmdline")),
-        graphics=v.choice(f"{key}.graphics", g.get("graphics", "spice"), GRAPHICS, "graphics"),
-        shutdown_timeout=v.integer(f"{key}.shutdownTimeout", g.get("shutdownTimeout", 60), 0, 3600,
-                                   "shutdownTimeout"),
-        cpu_priority=v.choice(f"{key}.cpuPriority", g.get("cpuPriority", "normal"), CPU_PRIORITIES, "cpuPriority"))
+        delete_disk=v.boolean(f"{key}.deleteDiskOnDestroy", g.get("deleteDiskOnDestroy", False)))
 
 
 def _host(hkey: str, h: Any, images: dict[str, LocalImage]) -> HostConf:

@@ -27,30 +27,29 @@ class Machine(pulumi.ComponentResource):
         base = hv.base_images[conf.image]
         lvm = spec.pool.type == "logical"
         disk_name = conf.name if lvm else f"{conf.name}.qcow2"
+        owner = {"project": pulumi.get_project(), "stack": pulumi.get_stack(), "resource": conf.key}
+        # adopt: true: the disk's Volume takes an existing volume as is, and refuses what the guest would
+        adopt = {"domain": conf.name, "owner": owner} if conf.values["adopt"] else None
         self.volume = Volume(
             f"{conf.key}-disk",
             {"connection": conn, "pool": spec.pool.name, "name": disk_name, "capacity": conf.disk_size,
              "mode": conf.disk_mode, "baseVolume": hv.base_volume_names[conf.image],
-             "baseFormat": hv.images_format[conf.image], "deleteOnDestroy": conf.delete_disk},
+             "baseFormat": hv.images_format[conf.image], "deleteOnDestroy": conf.delete_disk, "adopt": adopt},
             pulumi.ResourceOptions(parent=self, depends_on=[hv.host, base]))
         seed = SeedSpec(spec.pool.name, spec.pool.path, conf.seed, conf.name) if conf.seed else None
         networks = [hv.networks[i.source] for i in conf.interfaces if i.type == "network" and i.source in hv.networks]
         self.guest = Guest(
             conf.key,
-            {"connection": conn, "name": conf.name,
-             "owner": {"project": pulumi.get_project(), "stack": pulumi.get_stack(), "resource": conf.key},
-             "memory": conf.memory, "vcpus": conf.vcpus, "virtType": spec.virt_type,
-             "diskPath": spec.pool.volume_path(disk_name), "diskFormat": "raw" if lvm else "qcow2",
-             "interfaces": [i.to_props() for i in conf.interfaces], "graphics": conf.graphics,
-             "running": conf.running, "autostart": conf.autostart, "kernel": conf.kernel, "initrd": conf.initrd,
-             "cmdline": conf.cmdline, "shutdownTimeout": conf.shutdown_timeout, "ip": conf.ip,
-             "cpuPriority": conf.cpu_priority, "agent": conf.agent, "waitForAddress": conf.wait_for_address,
+            {**conf.values, "connection": conn, "name": conf.name,
+             "owner": owner,
+             "virtType": spec.virt_type, "diskPath": spec.pool.volume_path(disk_name),
+             "diskFormat": "raw" if lvm else "qcow2", "interfaces": [i.to_props() for i in conf.interfaces],
              "seed": seed.to_props() if seed else None,
              # user-data may hold passwords and keys: a secret in the state and the preview, always
              "cloudInit": pulumi.Output.secret(seed.seed.to_props()) if seed else None},
             pulumi.ResourceOptions(parent=self, depends_on=[self.volume, *networks]))
         self.outputs = {
-            "host": conf.host, "uuid": self.guest.uuid, "mac": conf.interfaces[0].mac, "ip": conf.ip,
+            "host": conf.host, "uuid": self.guest.uuid, "mac": conf.interfaces[0].mac, "ip": conf.values["ip"],
             "address": self.guest.address, "addresses": self.guest.addresses,
             "state": self.guest.state, "uri": self.guest.uri, "console": self.guest.consoleCommand,
             "virtManager": f"virt-manager --connect '{spec.conn.uri}' --show-domain-console {conf.name}",

@@ -6,6 +6,9 @@
 # Writes $LAB/lab.json (addresses, client key, pinned host keys) for the `lab` stack and the tests.
 # usage: lab.sh up [N=2] | down | status | restart-libvirtd N | stop-host N | start-host N
 set -euo pipefail
+# the daemons started here must not inherit the caller's open files: a flock(1) on the lab's lock would
+# otherwise stay held for as long as the hosts run
+for fd in /proc/$$/fd/*; do fd=${fd##*/}; if [ "$fd" -gt 2 ] && [ "$fd" -lt 255 ]; then eval "exec $fd>&-"; fi; done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LAB=${VIRTFLEET_LAB_DIR:-$ROOT/.lab}
 BASE=$LAB/hosts

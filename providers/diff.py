@@ -6,33 +6,17 @@ The preview (`diff`) and the action (`update`) both read these tables, so they c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-# Guest: property -> "replace" | "restart" | "inplace"
+from . import fields
+from .spec import GuestSpec
+
+# Guest: from the field declarations (GuestSpec), plus two keys that are not fields of the spec
 GUEST_TABLE: dict[str, str] = {
-    "connection": "replace",   # another host: a new domain there, the old one removed first
-    "name": "replace",         # libvirt cannot rename a running domain; names are unique per host
-    "memory": "restart",       # redefined with the same UUID, then shutdown + start
-    "vcpus": "restart",
-    "cpuPriority": "restart",  # the scheduler class is set when the vCPU threads start
-    "virtType": "restart",
-    "diskPath": "restart",
-    "diskFormat": "restart",
-    "interfaces": "restart",
-    "graphics": "restart",
-    "kernel": "restart",
-    "initrd": "restart",
-    "cmdline": "restart",
-    "running": "inplace",      # start / graceful shutdown
-    "autostart": "inplace",
-    "owner": "inplace",        # metadata only
-    "shutdownTimeout": "inplace",
-    "ip": "inplace",           # informational
-    "agent": "restart",        # the guest agent's channel
-    "seed": "restart",         # a new cloud-init seed (new content, new instance-id): read at boot
+    **fields.change_table(GuestSpec),
     "cloudInit": "ignore",     # the seed's content (secret); every change of it changes `seed`
-    "waitForAddress": "ignore",  # how long create/update wait: nothing on the host
     "xmlDrift": "inplace",     # live definition edited outside virtfleet: redefine
 }
 
@@ -42,6 +26,7 @@ VOLUME_TABLE: dict[str, str] = {
     "capacity": "inplace", "deleteOnDestroy": "inplace",
     "baseVolume": "ignore",    # an existing disk keeps its own backing file; only new disks use the new base
     "baseFormat": "ignore",
+    "adopt": "ignore",         # only matters at create: an existing disk is taken as is
 }
 
 HOST_TABLE: dict[str, str] = {"connection": "replace", "pool": "replace", "hostNic": "inplace",
@@ -63,19 +48,17 @@ def _norm_connection(c: Any) -> Any:
     return c
 
 
-# what a key missing from older state means (added after resources were created: no spurious change)
-DEFAULTS: dict[str, Any] = {"cpuPriority": "normal", "agent": False}
+# what a key missing from older state means (added after resources were created: no spurious change), and
+# how a value is compared; the guest's come from its field declarations
+DEFAULTS: dict[str, dict[str, Any]] = {"guest": fields.defaults(GuestSpec)}
+NORMS: dict[str, Callable[[Any], Any]] = {"connection": _norm_connection, **fields.norms(GuestSpec)}
 
 
-def _norm(key: str, value: Any) -> Any:
-    if value is None:
-        value = DEFAULTS.get(key)
-    if key == "connection":
-        return _norm_connection(value)
-    if key == "interfaces" and isinstance(value, list):
-        keys = ("type", "source", "mac", "model")
-        return [{k: (str(i.get(k) or "").lower() if k == "mac" else i.get(k)) for k in keys} for i in value]
-    return value
+def _norm(table: dict[str, str], key: str, value: Any) -> Any:
+    if value is None and table is GUEST_TABLE:
+        value = DEFAULTS["guest"].get(key)
+    norm = NORMS.get(key)
+    return norm(value) if norm is not None and value is not None else value
 
 
 @dataclass
@@ -99,7 +82,7 @@ def plan(table: dict[str, str], olds: dict[str, Any], news: dict[str, Any]) -> P
             if olds.get("xmlDrift"):
                 p.changed.append(key)
             continue
-        if _norm(key, olds.get(key)) != _norm(key, news.get(key)):
+        if _norm(table, key, olds.get(key)) != _norm(table, key, news.get(key)):
             p.changed.append(key)
             if kind == "replace":
                 p.replaces.append(key)

@@ -7,9 +7,10 @@ returns the dict the engine stores.  Nothing in this module touches a host.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from . import fields, guestxml
 from . import validate as v
 from .cloudinit import Seed, volume_name
 
@@ -163,11 +164,13 @@ class VolumeSpec:
     base_volume: str
     base_format: str
     delete_on_destroy: bool = False
+    adopt: Adoption | None = None  # the disk of a guest with `adopt: true`: an existing volume is taken as is
 
     def to_props(self) -> dict[str, Any]:
         return {"connection": self.conn.to_props(), "pool": self.pool, "name": self.name,
                 "capacity": self.capacity, "mode": self.mode, "baseVolume": self.base_volume,
-                "baseFormat": self.base_format, "deleteOnDestroy": self.delete_on_destroy}
+                "baseFormat": self.base_format, "deleteOnDestroy": self.delete_on_destroy,
+                "adopt": dataclasses.asdict(self.adopt) if self.adopt else None}
 
     @classmethod
     def from_props(cls, p: dict[str, Any]) -> VolumeSpec:
@@ -177,7 +180,23 @@ class VolumeSpec:
                    mode=v.choice("mode", p.get("mode", "overlay"), DISK_MODES, "disk"),
                    base_volume=v.name("baseVolume", p.get("baseVolume"), "base volume", 255),
                    base_format=v.choice("baseFormat", p.get("baseFormat"), ("raw", "qcow2"), "base format"),
-                   delete_on_destroy=v.boolean("deleteOnDestroy", p.get("deleteOnDestroy", False)))
+                   delete_on_destroy=v.boolean("deleteOnDestroy", p.get("deleteOnDestroy", False)),
+                   adopt=Adoption.from_props(p["adopt"]) if p.get("adopt") else None)
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """The domain a guest with `adopt: true` takes over, and that guest's owner: its disk's Volume refuses,
+    before anything changes, what the guest's create would refuse."""
+
+    domain: str
+    owner: Owner
+
+    @classmethod
+    def from_props(cls, p: Any) -> Adoption:
+        if not isinstance(p, dict):
+            raise v.ConfigError("adopt", f"{p!r} is not {{domain, owner}}")
+        return cls(v.name("adopt.domain", p.get("domain"), "guest name"), _owner(p))
 
 
 @dataclass(frozen=True)
@@ -269,91 +288,132 @@ class Owner:
     resource: str
 
 
+def _choice(allowed: tuple[str, ...], what: str) -> Any:
+    return lambda key, value: v.choice(key, value, allowed, what)
+
+
+def _int(lo: int, hi: int, what: str) -> Any:
+    return lambda key, value: v.integer(key, value, lo, hi, what)
+
+
+def _optional_path(what: str) -> Any:
+    return lambda key, value: v.abs_path(key, value, what) if value else ""
+
+
+def _memory(default_unit: int) -> Any:
+    return lambda key, value: v.size(key, value, "memory", 16 << 20, v.MAX_MEMORY, default_unit)
+
+
+def _wait_conf(key: str, value: Any) -> int:
+    """`waitForAddress: true` waits the usual 300 s; a number is seconds."""
+    if isinstance(value, bool):
+        return 300 if value else 0
+    return int(v.integer(key, value, 0, MAX_ADDRESS_WAIT, "waitForAddress (seconds)"))
+
+
+def _interfaces(p: dict[str, Any]) -> tuple[InterfaceSpec, ...]:
+    ifaces = p.get("interfaces") or []
+    if not isinstance(ifaces, list):
+        raise v.ConfigError("interfaces", "must be a list of {type, source, mac}")
+    return tuple(InterfaceSpec.from_props(i, f"interfaces[{n}]") for n, i in enumerate(ifaces))
+
+
+def _norm_interfaces(value: Any) -> Any:
+    if not isinstance(value, list):
+        return value
+    return [{k: (str(i.get(k) or "").lower() if k == "mac" else i.get(k)) for k in ("type", "source", "mac", "model")}
+            for i in value]
+
+
+def _owner(p: dict[str, Any]) -> Owner:
+    owner = p.get("owner") or {}
+    return Owner(str(owner.get("project", "")), str(owner.get("stack", "")), str(owner.get("resource", "")))
+
+
 @dataclass(frozen=True)
 class GuestSpec:
-    conn: Connection
-    name: str
-    owner: Owner
-    memory: int  # bytes
-    vcpus: int
-    virt_type: str
-    disk_path: str
-    disk_format: str = "qcow2"
-    interfaces: tuple[InterfaceSpec, ...] = ()
-    graphics: str = "spice"
-    running: bool = True
-    autostart: bool = True
-    kernel: str = ""
-    initrd: str = ""
-    cmdline: str = ""
-    shutdown_timeout: int = DEFAULT_SHUTDOWN_TIMEOUT
-    ip: str = ""
-    cpu_priority: str = "normal"
-    agent: bool = False          # the qemu-guest-agent channel
-    seed: SeedSpec | None = None  # the cloud-init NoCloud seed, attached as a read-only CD-ROM
-    wait_for_address: int = 0    # seconds create/update wait for every interface's address (0: no wait)
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    """A guest, one declaration per field (providers/fields.py): the stack config, the properties, the diff
+    table and the domain XML all follow from these.  `conf=True` makes a field a key of each guest in the
+    stack config; the others are set by the program from the host and the guest's disk."""
+
+    conn: Connection = fields.field_of(
+        key="connection", change="replace", load=lambda p: Connection.from_props(p.get("connection") or {}),
+        dump=Connection.to_props, norm=lambda c: (c.get("address"), int(c.get("port") or 22)) if isinstance(c, dict)
+        else c, doc="another host: a new domain there, the old one removed first")
+    name: str = fields.field_of(
+        key="name", change="replace", check=lambda k, x: v.name(k, x, "guest name"), xml=guestxml.NAME,
+        doc="libvirt cannot rename a running domain; names are unique per host")
+    owner: Owner = fields.field_of(key="owner", change="inplace", load=_owner, dump=dataclasses.asdict,
+                                   xml=guestxml.OWNER, doc="metadata only")
+    memory: int = fields.field_of(key="memory", change="restart", check=_memory(1), conf=_memory(1 << 30),
+                                  xml=guestxml.MEMORY, doc="bytes; the config takes a GiB number or a size")
+    disk_path: str = fields.field_of(key="diskPath", change="restart",
+                                     check=lambda k, x: v.abs_path(k, x, "disk path"), xml=guestxml.DISK_PATH)
+    vcpus: int = fields.field_of(default=1, key="vcpus", change="restart", check=_int(1, v.MAX_VCPUS, "vcpus"),
+                                 conf=True, xml=guestxml.VCPUS)
+    virt_type: str = fields.field_of(default="kvm", key="virtType", change="restart",
+                                     check=_choice(VIRT_TYPES, "virtType"), xml=guestxml.VIRT_TYPE)
+    cpu_priority: str = fields.field_of(
+        default="normal", key="cpuPriority", change="restart", check=_choice(CPU_PRIORITIES, "cpuPriority"),
+        conf=True, xml=guestxml.CPU_PRIORITY, doc="the scheduler class, set when the vCPU threads start")
+    kernel: str = fields.field_of(default="", key="kernel", change="restart", check=_optional_path("kernel"),
+                                  conf=True, xml=guestxml.KERNEL)
+    initrd: str = fields.field_of(default="", key="initrd", change="restart", check=_optional_path("initrd"),
+                                  conf=True, xml=guestxml.INITRD)
+    cmdline: str = fields.field_of(default="", key="cmdline", change="restart", check=v.cmdline, conf=True,
+                                   xml=guestxml.CMDLINE)
+    disk_format: str = fields.field_of(default="qcow2", key="diskFormat", change="restart",
+                                       check=_choice(("raw", "qcow2"), "disk format"), xml=guestxml.DISK_FORMAT)
+    seed: SeedSpec | None = fields.field_of(
+        default=None, key="seed", change="restart", load=lambda p: _seed(p),
+        dump=lambda s: s.to_props() if s else None, xml=guestxml.SEED,
+        doc="the cloud-init NoCloud seed (new content, new instance-id): read at boot")
+    interfaces: tuple[InterfaceSpec, ...] = fields.field_of(
+        default=(), key="interfaces", change="restart", load=_interfaces,
+        dump=lambda ifaces: [i.to_props() for i in ifaces], norm=_norm_interfaces, xml=guestxml.INTERFACES)
+    graphics: str = fields.field_of(default="spice", key="graphics", change="restart",
+                                    check=_choice(GRAPHICS, "graphics"), conf=True, xml=guestxml.GRAPHICS)
+    agent: bool = fields.field_of(default=False, key="agent", change="restart", check=v.boolean, conf=True,
+                                  xml=guestxml.AGENT, doc="the qemu-guest-agent channel")
+    running: bool = fields.field_of(default=True, key="running", change="inplace", check=v.boolean, conf=True,
+                                    doc="start / graceful shutdown")
+    autostart: bool = fields.field_of(default=True, key="autostart", change="inplace", check=v.boolean, conf=True)
+    shutdown_timeout: int = fields.field_of(
+        default=DEFAULT_SHUTDOWN_TIMEOUT, key="shutdownTimeout", change="inplace",
+        check=_int(0, 3600, "shutdownTimeout"), conf=True, doc="seconds of graceful shutdown before power-off")
+    ip: str = fields.field_of(default="", key="ip", change="inplace", check=v.ip, conf=True, doc="informational")
+    wait_for_address: int = fields.field_of(
+        default=0, key="waitForAddress", change="ignore", check=_int(0, MAX_ADDRESS_WAIT, "waitForAddress"),
+        conf=_wait_conf, doc="seconds create/update wait for every interface's address (0: no wait)")
+    adopt: bool = fields.field_of(default=False, key="adopt", change="ignore", check=v.boolean, conf=True,
+                                  doc="take over a domain of this name defined outside virtfleet (create only)")
 
     def replace(self, **changes: Any) -> GuestSpec:
         return dataclasses.replace(self, **changes)
 
     def to_props(self) -> dict[str, Any]:
-        return {"connection": self.conn.to_props(), "name": self.name,
-                "owner": dataclasses.asdict(self.owner), "memory": self.memory, "vcpus": self.vcpus,
-                "virtType": self.virt_type, "diskPath": self.disk_path, "diskFormat": self.disk_format,
-                "interfaces": [i.to_props() for i in self.interfaces], "graphics": self.graphics,
-                "running": self.running, "autostart": self.autostart, "kernel": self.kernel,
-                "initrd": self.initrd, "cmdline": self.cmdline, "shutdownTimeout": self.shutdown_timeout,
-                "ip": self.ip, "cpuPriority": self.cpu_priority, "agent": self.agent,
-                "waitForAddress": self.wait_for_address,
-                "seed": self.seed.to_props() if self.seed else None,
-                "cloudInit": self.seed.seed.to_props() if self.seed else None}
+        return {**fields.to_props(self), "cloudInit": self.seed.seed.to_props() if self.seed else None}
 
     @property
     def address_sources(self) -> str:
         """Why a wait for an address could never end, or '' when some source can answer."""
-        if self.agent or any(i.type == "network" for i in self.interfaces):
-            return ""
-        return "the guest has no guest agent (agent: true) and no interface on a libvirt network (DHCP leases)"
+        return address_sources(self.agent, self.interfaces)
 
     @classmethod
     def from_props(cls, p: dict[str, Any]) -> GuestSpec:
-        spec = cls._from_props(p)
+        spec = cls(**fields.from_props(cls, p))
         if spec.wait_for_address and spec.address_sources:
             raise v.ConfigError("waitForAddress", f"nothing can tell this guest's address: {spec.address_sources}",
                                 "Set `agent: true` (the image needs qemu-guest-agent), or put an interface on a "
                                 "libvirt network, or remove waitForAddress")
         return spec
 
-    @classmethod
-    def _from_props(cls, p: dict[str, Any]) -> GuestSpec:
-        owner = p.get("owner") or {}
-        ifaces = p.get("interfaces") or []
-        if not isinstance(ifaces, list):
-            raise v.ConfigError("interfaces", "must be a list of {type, source, mac}")
-        return cls(
-            conn=Connection.from_props(p.get("connection") or {}), name=v.name("name", p.get("name"), "guest name"),
-            owner=Owner(str(owner.get("project", "")), str(owner.get("stack", "")), str(owner.get("resource", ""))),
-            memory=v.size("memory", p.get("memory"), "memory", 16 << 20, v.MAX_MEMORY, 1),
-            vcpus=v.integer("vcpus", p.get("vcpus", 1), 1, v.MAX_VCPUS, "vcpus"),
-            virt_type=v.choice("virtType", p.get("virtType", "kvm"), VIRT_TYPES, "virtType"),
-            disk_path=v.abs_path("diskPath", p.get("diskPath"), "disk path"),
-            disk_format=v.choice("diskFormat", p.get("diskFormat", "qcow2"), ("raw", "qcow2"), "disk format"),
-            interfaces=tuple(InterfaceSpec.from_props(i, f"interfaces[{n}]") for n, i in enumerate(ifaces)),
-            graphics=v.choice("graphics", p.get("graphics", "spice"), GRAPHICS, "graphics"),
-            running=v.boolean("running", p.get("running", True)),
-            autostart=v.boolean("autostart", p.get("autostart", True)),
-            kernel=v.abs_path("kernel", p["kernel"], "kernel") if p.get("kernel") else "",
-            initrd=v.abs_path("initrd", p["initrd"], "initrd") if p.get("initrd") else "",
-            cmdline=v.cmdline("cmdline", p.get("cmdline")),
-            shutdown_timeout=v.integer("shutdownTimeout", p.get("shutdownTimeout", DEFAULT_SHUTDOWN_TIMEOUT),
-                                       0, 3600, "shutdownTimeout"),
-            ip=v.ip("ip", p.get("ip")),
-            cpu_priority=v.choice("cpuPriority", p.get("cpuPriority", "normal"), CPU_PRIORITIES, "cpuPriority"),
-            agent=v.boolean("agent", p.get("agent", False)),
-            seed=_seed(p),
-            wait_for_address=v.integer("waitForAddress", p.get("waitForAddress") or 0, 0, MAX_ADDRESS_WAIT,
-                                       "waitForAddress"))
+
+def address_sources(agent: bool, interfaces: tuple[InterfaceSpec, ...]) -> str:
+    """Why a wait for an address could never end, or '' when some source can answer."""
+    if agent or any(i.type == "network" for i in interfaces):
+        return ""
+    return "the guest has no guest agent (agent: true) and no interface on a libvirt network (DHCP leases)"
 
 
 def _seed(p: dict[str, Any]) -> SeedSpec | None:

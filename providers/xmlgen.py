@@ -12,22 +12,12 @@ import ipaddress
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from .spec import GuestSpec, InterfaceSpec, NetworkSpec, Owner, PoolSpec
+from . import fields
+from .guestxml import AGENT_CHANNEL
+from .spec import GuestSpec, NetworkSpec, PoolSpec
+from .xmlutil import OWNER_NS, attr, sub, text, to_string
 
-OWNER_NS = "urn:virtfleet:owner:1"
-ET.register_namespace("virtfleet", OWNER_NS)
-
-
-def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
-    el = ET.SubElement(parent, tag, {k.rstrip("_"): v for k, v in attrs.items()})
-    if text is not None:
-        el.text = text
-    return el
-
-
-def to_string(el: ET.Element) -> str:
-    ET.indent(el)
-    return ET.tostring(el, encoding="unicode")
+_sub, _attr, _text = sub, attr, text  # the short names the builders below use
 
 
 # ---- storage ---------------------------------------------------------------------------------------
@@ -99,160 +89,38 @@ def observe_network(xml: str) -> dict[str, Any]:
 
 # ---- domain ------------------------------------------------------------------------------------------
 
-def metadata(parent: ET.Element, owner: Owner) -> None:
-    md = _sub(parent, "metadata")
-    el = _sub(md, f"{{{OWNER_NS}}}owner")
-    for key in ("project", "stack", "resource"):
-        _sub(el, f"{{{OWNER_NS}}}{key}", getattr(owner, key))
-
-
-def os_(parent: ET.Element, spec: GuestSpec) -> None:
-    el = _sub(parent, "os")
-    _sub(el, "type", "hvm", arch="x86_64", machine="pc")
-    if spec.kernel:
-        _sub(el, "kernel", spec.kernel)
-        if spec.initrd:
-            _sub(el, "initrd", spec.initrd)
-        if spec.cmdline:
-            _sub(el, "cmdline", spec.cmdline)
-    else:
-        _sub(el, "boot", dev="hd")
-
-
-def disk(devices: ET.Element, spec: GuestSpec) -> None:
-    """A file disk, or a block disk for a device path (an LV of a logical pool)."""
-    block = spec.disk_path.startswith("/dev/")
-    el = _sub(devices, "disk", type="block" if block else "file", device="disk")
-    _sub(el, "driver", name="qemu", type=spec.disk_format)
-    if block:
-        _sub(el, "source", dev=spec.disk_path)
-    else:
-        _sub(el, "source", file=spec.disk_path)
-    _sub(el, "target", dev="vda", bus="virtio")
-
-
-def seed_cdrom(devices: ET.Element, path: str) -> None:
-    """The cloud-init seed as a read-only IDE CD-ROM (machine type pc has IDE; every guest OS reads it)."""
-    block = path.startswith("/dev/")
-    el = _sub(devices, "disk", type="block" if block else "file", device="cdrom")
-    _sub(el, "driver", name="qemu", type="raw")
-    _sub(el, "source", **({"dev": path} if block else {"file": path}))
-    _sub(el, "target", dev="hdc", bus="ide")
-    _sub(el, "readonly")
-
-
-AGENT_CHANNEL = "org.qemu.guest_agent.0"
-
-
-def agent_channel(devices: ET.Element) -> None:
-    _sub(_sub(devices, "channel", type="unix"), "target", type="virtio", name=AGENT_CHANNEL)
-
-
-def interface(devices: ET.Element, iface: InterfaceSpec) -> None:
-    el = _sub(devices, "interface", type=iface.type)
-    _sub(el, "mac", address=iface.mac)
-    if iface.type == "direct":
-        _sub(el, "source", dev=iface.source, mode="bridge")
-    elif iface.type == "bridge":
-        _sub(el, "source", bridge=iface.source)
-    else:
-        _sub(el, "source", network=iface.source)
-    _sub(el, "model", type=iface.model)
-
-
-def graphics(devices: ET.Element, kind: str) -> None:
-    if kind == "none":
-        return
-    _sub(devices, "graphics", type=kind, autoport="yes", listen="127.0.0.1")
-    _sub(devices, "input", type="keyboard", bus="usb")
-    _sub(_sub(devices, "video"), "model", type="qxl" if kind == "spice" else "vga")
-
-
 def serial_console(devices: ET.Element) -> None:
     _sub(_sub(devices, "serial", type="pty"), "target", port="0")
     _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")
 
 
 def domain(spec: GuestSpec, uuid: str = "") -> str:
-    """The whole domain definition.  `uuid` is passed on every redefinition so it never changes."""
-    root = ET.Element("domain", type=spec.virt_type)
-    _sub(root, "name", spec.name)
+    """The whole domain definition: each field's part (GuestSpec's declarations, in their order) in a fixed
+    frame.  `uuid` is passed on every redefinition so it never changes."""
+    root = ET.Element("domain")
+    fields.emit(root, spec, "top")
     if uuid:
-        _sub(root, "uuid", uuid)
-    metadata(root, spec.owner)
-    _sub(root, "memory", str(spec.memory // 1024), unit="KiB")
-    _sub(root, "vcpu", str(spec.vcpus))
-    if spec.cpu_priority != "normal":  # the whole guest: its vCPU threads and QEMU's own (device emulation)
-        tune = _sub(root, "cputune")
-        _sub(tune, "vcpusched", vcpus=f"0-{spec.vcpus - 1}", scheduler=spec.cpu_priority)
-        _sub(tune, "emulatorsched", scheduler=spec.cpu_priority)
-    os_(root, spec)
+        root.insert(1, ET.Element("uuid"))
+        root[1].text = uuid
+    _sub(_sub(root, "os"), "type", "hvm", arch="x86_64", machine="pc")
+    fields.emit(root, spec, "os")
     _sub(_sub(root, "features"), "acpi")
     _sub(root, "on_poweroff", "destroy")
     _sub(root, "on_reboot", "restart")
     _sub(root, "on_crash", "destroy")
     devices = _sub(root, "devices")
-    disk(devices, spec)
-    if spec.seed:
-        seed_cdrom(devices, spec.seed.path)
-    for iface in spec.interfaces:
-        interface(devices, iface)
+    fields.emit(root, spec, "devices")
     serial_console(devices)
-    graphics(devices, spec.graphics)
-    if spec.agent:
-        agent_channel(devices)
     _sub(devices, "memballoon", model="virtio")
     return to_string(root)
 
 
 # ---- observation -------------------------------------------------------------------------------------
 
-def _attr(root: ET.Element, path: str, attr: str, default: str = "") -> str:
-    el = root.find(path)
-    return el.get(attr, default) if el is not None else default
-
-
-def _text(root: ET.Element, path: str, default: str = "") -> str:
-    el = root.find(path)
-    return (el.text or "").strip() if el is not None else default
-
-
-def _memory_bytes(root: ET.Element) -> int:
-    el = root.find("memory")
-    if el is None or not el.text:
-        return 0
-    factor = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30,
-              "gib": 1 << 30}.get(el.get("unit", "KiB").lower(), 1024)
-    return int(el.text) * factor
-
-
 def observe_domain(xml: str) -> dict[str, Any]:
     """The managed fields of any domain XML, as a canonical dict (what libvirt adds is ignored)."""
     root = ET.fromstring(xml)
-    ifaces = []
-    for el in root.findall("devices/interface"):
-        src = el.find("source")
-        src_attrs = src.attrib if src is not None else {}
-        ifaces.append({"type": el.get("type", ""), "mac": _attr(el, "mac", "address").lower(),
-                       "source": src_attrs.get("dev") or src_attrs.get("bridge") or src_attrs.get("network", ""),
-                       "model": _attr(el, "model", "type")})
-    gfx = root.find("devices/graphics")
-    owner = root.find(f"metadata/{{{OWNER_NS}}}owner")
-    return {
-        "name": _text(root, "name"), "uuid": _text(root, "uuid"), "virtType": root.get("type", ""),
-        "memory": _memory_bytes(root), "vcpus": int(_text(root, "vcpu", "0") or 0),
-        "cpuPriority": _attr(root, "cputune/vcpusched", "scheduler", "normal"),
-        "diskPath": _attr(root, "devices/disk[@device='disk']/source", "file")
-        or _attr(root, "devices/disk[@device='disk']/source", "dev"),
-        "diskFormat": _attr(root, "devices/disk[@device='disk']/driver", "type"),
-        "interfaces": ifaces, "graphics": gfx.get("type", "none") if gfx is not None else "none",
-        "seedPath": _attr(root, "devices/disk[@device='cdrom']/source", "file")
-        or _attr(root, "devices/disk[@device='cdrom']/source", "dev"),
-        "agent": any(_attr(ch, "target", "name") == AGENT_CHANNEL for ch in root.findall("devices/channel")),
-        "kernel": _text(root, "os/kernel"), "initrd": _text(root, "os/initrd"), "cmdline": _text(root, "os/cmdline"),
-        "owner": {k: _text(owner, f"{{{OWNER_NS}}}{k}") for k in ("project", "stack", "resource")}
-        if owner is not None else None,
-    }
+    return {"uuid": _text(root, "uuid"), **fields.observe(GuestSpec, root)}
 
 
 def observe_volume(xml: str) -> dict[str, Any]:
@@ -276,8 +144,8 @@ def disk_sources(xml: str) -> list[str]:
 
 # ---- keeping what virtfleet does not manage ------------------------------------------------------------
 
-MANAGED_TOP = ("name", "uuid", "memory", "currentMemory", "vcpu", "cputune", "os", "on_poweroff", "on_reboot",
-               "on_crash")
+# the top-level elements an update replaces (the frame of `domain` and the fields' own); the rest is kept
+MANAGED_TOP = ("uuid", *fields.managed_tags(GuestSpec), "os", "on_poweroff", "on_reboot", "on_crash")
 
 
 def _ours(dev: ET.Element, macs: set[str]) -> bool:
@@ -323,18 +191,42 @@ def _device_id(dev: ET.Element) -> str:
     return hashlib.sha256(_signature(dev).encode()).hexdigest()[:16]
 
 
+SETTING = "s:"  # the prefix of a setting's id among the recorded ones
+
+
+def _settings(root: ET.Element) -> list[ET.Element]:
+    """The top-level elements of a definition that no field manages (cpu, clock, features, pm, ...)."""
+    return [el for el in root if el.tag not in MANAGED_TOP and el.tag not in ("devices", "metadata")]
+
+
+def _describe_setting(el: ET.Element) -> str:
+    """A setting in a few words, e.g. `cpu mode=host-passthrough`, `clock offset=localtime`."""
+    words = [el.tag, *(f"{k}={x}" for k, x in el.attrib.items()), (el.text or "").strip(),
+             *(child.tag for child in el)]
+    return " ".join(w for w in words if w)[:120]
+
+
 def device_ids(xml: str, leave_out: tuple[str, ...] = ()) -> list[str]:
-    """Short ids of a definition's devices (what libvirt made of virtfleet's definition, recorded after a
-    define so that what it adds itself, controllers and such, is never taken for a device added outside)."""
-    return sorted({_device_id(d) for d in ET.fromstring(xml).findall("devices/*")} - set(leave_out))
+    """Short ids of a definition's devices and settings (what libvirt made of virtfleet's definition,
+    recorded after a define so that what it adds itself, controllers, clock and such, is never taken for
+    something added outside)."""
+    root = ET.fromstring(xml)
+    ids = {_device_id(d) for d in root.findall("devices/*")} | {SETTING + _device_id(s) for s in _settings(root)}
+    return sorted(ids - set(leave_out))
 
 
 def unmanaged_devices(live_xml: str, defined: list[str], macs: set[str]) -> dict[str, str]:
-    """{id: description} of the devices in a live definition that virtfleet did not define and does not
-    manage: added outside (virsh attach-device, virt-manager)."""
+    """{id: description} of the devices and settings in a live definition that virtfleet did not define and
+    does not manage: added outside (virsh attach-device, virsh edit, virt-manager).  Settings are compared
+    only when the recorded ids include settings (state recorded before they were has none)."""
     known = set(defined)
-    return {i: describe(_signature(d)) for d in ET.fromstring(live_xml).findall("devices/*")
-            if not _ours(d, macs) and (i := _device_id(d)) not in known}
+    root = ET.fromstring(live_xml)
+    out = {i: describe(_signature(d)) for d in root.findall("devices/*")
+           if not _ours(d, macs) and (i := _device_id(d)) not in known}
+    if any(k.startswith(SETTING) for k in known):
+        out.update({i: f"setting {_describe_setting(s)}" for s in _settings(root)
+                    if (i := SETTING + _device_id(s)) not in known})
+    return out
 
 
 def managed_view(xml: str, macs: set[str]) -> str:

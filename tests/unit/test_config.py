@@ -50,11 +50,12 @@ def test_good_fleet(image: str) -> None:
     athens = fleet.hosts[0]
     g = athens.guests[0]
     assert athens.spec.conn.host_key == KEY
-    assert g.memory == 4 << 30 and g.vcpus == 2 and g.disk_size == 50 << 30
+    assert g.values["memory"] == 4 << 30 and g.values["vcpus"] == 2 and g.disk_size == 50 << 30
     assert g.interfaces[0].mac == "d2:91:69:c0:14:9a" and g.interfaces[0].source == "enp30s0"
-    assert g.disk_mode == "overlay" and g.running and g.autostart and not g.delete_disk
+    assert g.disk_mode == "overlay" and g.values["running"] and g.values["autostart"] and not g.delete_disk
     r1 = fleet.hosts[1].guests[0]
-    assert r1.memory == 512 << 20 and r1.disk_mode == "copy" and not r1.running and not r1.autostart
+    assert r1.values["memory"] == 512 << 20 and r1.disk_mode == "copy"
+    assert not r1.values["running"] and not r1.values["autostart"]
     assert r1.disk_size == 1 << 30  # default: the image's size rounded up to whole GiB
 
 
@@ -245,7 +246,7 @@ def test_example_stack_parses_once_placeholders_are_replaced(image: str) -> None
         h["hostKey"] = KEY
     fleet = parse_with(image, raw)
     g = fleet.hosts[0].guests[0]
-    assert (g.name, g.memory, g.disk_size, g.interfaces[0].mac, g.interfaces[0].source) == \
+    assert (g.name, g.values["memory"], g.disk_size, g.interfaces[0].mac, g.interfaces[0].source) == \
         ("some-athens-guest", 4 << 30, 50 << 30, "d2:91:69:c0:14:9a", "enp30s0")
 
 
@@ -288,7 +289,7 @@ def test_a_cloud_guest_on_a_network(image: str) -> None:
     assert (net.name, net.mode, net.bridge, net.address, net.dhcp_start, net.dhcp_end) == \
         ("lab", "nat", "vf-lab", "192.168.150.1/24", "192.168.150.128", "192.168.150.254")
     g = host.guests[0]
-    assert g.agent and g.wait_for_address == 120 and g.seed is not None
+    assert g.values["agent"] and g.values["waitForAddress"] == 120 and g.seed is not None
     assert "ssh_authorized_keys:\n- " + KEY in g.seed.user_data and "- htop" in g.seed.user_data
     assert "local-hostname: some-athens-guest" in g.seed.meta_data
     same = parse_with(image, raw).hosts[0].guests[0].seed
@@ -296,4 +297,4 @@ def test_a_cloud_guest_on_a_network(image: str) -> None:
     assert same == g.seed and same.instance_id == g.seed.instance_id
     assert changed.seed is not None and changed.seed.instance_id != g.seed.instance_id
     # the lease source alone is enough to wait for an address
-    assert parse_with(image, with_value(raw, f"{G}.agent", False)).hosts[0].guests[0].wait_for_address == 120
+    assert parse_with(image, with_value(raw, f"{G}.agent", False)).hosts[0].guests[0].values["waitForAddress"] == 120

@@ -119,3 +119,24 @@ def test_an_update_keeps_what_was_added_outside_and_lists_it(test_driver: libvir
     # the managed view ignores what was added outside: no drift, no restart for it
     assert xmlgen.observe_domain(xmlgen.managed_view(back, {i.mac for i in new.interfaces}))["interfaces"] == \
         xmlgen.observe_domain(xmlgen.domain(new, uuid))["interfaces"]
+
+
+def test_a_setting_added_outside_is_kept_and_listed_and_libvirt_s_own_are_not(test_driver: libvirt.virConnect) -> None:
+    spec = GUESTS["article"]
+    dom = test_driver.defineXML(xmlgen.domain(spec))
+    uuid, macs = dom.UUIDString(), {i.mac for i in spec.interfaces}
+    live = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    defined = xmlgen.device_ids(live)
+    assert any(i.startswith(xmlgen.SETTING) for i in defined)  # what libvirt wrote (features...) is recorded
+    assert xmlgen.unmanaged_devices(live, defined, macs) == {}
+
+    edited = ET.fromstring(live)  # `virsh edit`: the clock libvirt wrote (utc) set to local time
+    edited.find("clock").set("offset", "localtime")
+    live = test_driver.defineXML(ET.tostring(edited, encoding="unicode")).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert list(xmlgen.unmanaged_devices(live, defined, macs).values()) == ["setting clock offset=localtime"]
+    assert xmlgen.unmanaged_devices(live, [i for i in defined if not i.startswith(xmlgen.SETTING)], macs) == {}
+
+    merged = xmlgen.merge(live, xmlgen.domain(spec.replace(vcpus=4), uuid), macs)
+    back = test_driver.defineXML(merged).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert "localtime" in back and xmlgen.observe_domain(back)["vcpus"] == 4
+    assert list(xmlgen.unmanaged_devices(back, defined, macs).values()) == ["setting clock offset=localtime"]

@@ -1,0 +1,159 @@
+"""One declaration per guest field, and what follows from it.
+
+Each field of GuestSpec is declared once (`field_of`): its key (the stack config key and the property
+name), how a value is checked, its default, its change class (inplace / restart / replace / ignore), and
+its mapping to and from the domain XML.  The config parser, the resource's properties, the spec, the diff
+table and the XML builder and reader all iterate over these declarations, as virt-manager's virtinst maps
+one XMLProperty both ways.  Pure: nothing here touches a host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+CHANGES = ("inplace", "restart", "replace", "ignore")
+PARTS = ("top", "os", "devices")
+
+
+@dataclass(frozen=True)
+class Xml:
+    """Where a field lives in the domain XML.  `emit(root, spec)` writes it under `part` (called in the order
+    the fields are declared); `observe(root)` reads it back from any definition, ours or libvirt's, as the
+    canonical value that drift detection compares.  `tags`: the top-level elements the field owns, replaced
+    at an update while everything else of the live definition is kept."""
+
+    observe: Callable[[ET.Element], Any]
+    emit: Callable[[ET.Element, Any], None] | None = None
+    part: str = "top"
+    tags: tuple[str, ...] = ()
+    seen_as: str = ""  # the key in the observed dict, when it is not the field's key
+
+
+@dataclass(frozen=True)
+class Meta:
+    key: str
+    change: str
+    check: Callable[[str, Any], Any] | None = None   # (error key, property value) -> spec value
+    conf: Callable[[str, Any], Any] | None = None    # (error key, stack config value) -> spec value
+    load: Callable[[dict[str, Any]], Any] | None = None  # for composite fields: the whole properties -> value
+    dump: Callable[[Any], Any] | None = None         # spec value -> property value (default: as is)
+    xml: Xml | None = None
+    norm: Callable[[Any], Any] | None = None         # what the diff compares (default: the property value)
+    doc: str = ""
+
+    @property
+    def in_config(self) -> bool:
+        """A key of each guest in the stack config, parsed by the table (others are set by the program)."""
+        return self.conf is not None
+
+
+def field_of(*, key: str, change: str, default: Any = dataclasses.MISSING,
+             check: Callable[[str, Any], Any] | None = None, conf: Callable[[str, Any], Any] | bool | None = None,
+             load: Callable[[dict[str, Any]], Any] | None = None, dump: Callable[[Any], Any] | None = None,
+             xml: Xml | None = None, norm: Callable[[Any], Any] | None = None, doc: str = "") -> Any:
+    """A dataclass field carrying its declaration.  `conf=True`: a stack config key parsed like the
+    property (`check`); a function: parsed by it; None: not a config key."""
+    if change not in CHANGES:
+        raise ValueError(f"{key}: change {change!r} is not one of {CHANGES}")
+    if xml is not None and xml.part not in PARTS:
+        raise ValueError(f"{key}: xml part {xml.part!r} is not one of {PARTS}")
+    if (check is None) == (load is None):
+        raise ValueError(f"{key}: give exactly one of check (one property) or load (composite)")
+    meta = Meta(key, change, check, check if conf is True else conf or None, load, dump, xml, norm, doc)
+    return dataclasses.field(default=default, metadata={"virtfleet": meta})
+
+
+def metas(cls: type) -> list[tuple[str, Meta]]:
+    """(attribute name, declaration) of each declared field of a spec class, in declaration order."""
+    return [(f.name, f.metadata["virtfleet"]) for f in dataclasses.fields(cls) if "virtfleet" in f.metadata]
+
+
+def _default(cls: type, name: str) -> Any:
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def dump(meta: Meta, value: Any) -> Any:
+    return meta.dump(value) if meta.dump else value
+
+
+def from_props(cls: type, p: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments of `cls` from stored/new properties: a missing key takes the default
+    (state written before the field existed); a present one is checked."""
+    out = {}
+    for name, m in metas(cls):
+        if m.load is not None:
+            out[name] = m.load(p)
+            continue
+        assert m.check is not None
+        raw, default = p.get(m.key), _default(cls, name)
+        out[name] = default if raw is None and default is not dataclasses.MISSING else m.check(m.key, raw)
+    return out
+
+
+def to_props(spec: Any) -> dict[str, Any]:
+    return {m.key: dump(m, getattr(spec, name)) for name, m in metas(type(spec))}
+
+
+def config_keys(cls: type) -> set[str]:
+    return {m.key for _, m in metas(cls) if m.in_config}
+
+
+def from_config(cls: type, at: str, g: dict[str, Any]) -> dict[str, Any]:
+    """{property key: value} of the config keys of one guest's stack config (`at`: its key, for errors);
+    absent keys take the default."""
+    out = {}
+    for name, m in metas(cls):
+        if not m.in_config:
+            continue
+        assert m.conf is not None
+        raw, default = g.get(m.key), _default(cls, name)
+        value = default if raw is None and default is not dataclasses.MISSING else m.conf(f"{at}.{m.key}", raw)
+        out[m.key] = dump(m, value)
+    return out
+
+
+def change_table(cls: type) -> dict[str, str]:
+    return {m.key: m.change for _, m in metas(cls)}
+
+
+def defaults(cls: type) -> dict[str, Any]:
+    """The property value that a key missing from older state stands for."""
+    out = {}
+    for name, m in metas(cls):
+        d = _default(cls, name)
+        if d is not dataclasses.MISSING:
+            out[m.key] = dump(m, d)
+    return out
+
+
+def norms(cls: type) -> dict[str, Callable[[Any], Any]]:
+    return {m.key: m.norm for _, m in metas(cls) if m.norm is not None}
+
+
+def emit(root: ET.Element, spec: Any, part: str) -> None:
+    """Write the fields of one part of the domain XML, in declaration order."""
+    for _, m in metas(type(spec)):
+        if m.xml is not None and m.xml.emit is not None and m.xml.part == part:
+            m.xml.emit(root, spec)
+
+
+def observe(cls: type, root: ET.Element) -> dict[str, Any]:
+    """What a definition says of every field with an XML mapping."""
+    return {m.xml.seen_as or m.key: m.xml.observe(root) for _, m in metas(cls) if m.xml is not None}
+
+
+def managed_tags(cls: type) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for _, m in metas(cls):
+        for tag in m.xml.tags if m.xml is not None else ():
+            seen[tag] = None
+    return tuple(seen)
