@@ -49,6 +49,11 @@ def _observe_memory(root: ET.Element) -> int:
     return int(el.text) * factor
 
 
+def _description(root: ET.Element, spec: Any) -> None:
+    if spec.description:
+        sub(root, "description", spec.description)
+
+
 def _vcpus(root: ET.Element, spec: Any) -> None:
     sub(root, "vcpu", str(spec.vcpus))
 
@@ -160,6 +165,7 @@ VIRT_TYPE = Xml(lambda r: r.get("type", ""), _set_type)
 NAME = Xml(lambda r: text(r, "name"), _name, tags=("name",))
 OWNER = Xml(_observe_owner, _owner)
 MEMORY = Xml(_observe_memory, _memory, tags=("memory", "currentMemory"))
+DESCRIPTION = Xml(lambda r: text(r, "description"), _description, tags=("description",))
 VCPUS = Xml(lambda r: int(text(r, "vcpu", "0") or 0), _vcpus, tags=("vcpu",))
 CPU_PRIORITY = Xml(lambda r: attr(r, "cputune/vcpusched", "scheduler", "normal"), _cpu_priority, tags=("cputune",))
 KERNEL = Xml(lambda r: text(r, "os/kernel"), _kernel, "os")

@@ -349,6 +349,8 @@ class GuestSpec:
                                   xml=guestxml.MEMORY, doc="bytes; the config takes a GiB number or a size")
     disk_path: str = fields.field_of(key="diskPath", change="restart",
                                      check=lambda k, x: v.abs_path(k, x, "disk path"), xml=guestxml.DISK_PATH)
+    description: str = fields.field_of(default="", key="description", change="inplace", check=v.free_text,
+                                       conf=True, xml=guestxml.DESCRIPTION, doc="shown by virsh and virt-manager")
     vcpus: int = fields.field_of(default=1, key="vcpus", change="restart", check=_int(1, v.MAX_VCPUS, "vcpus"),
                                  conf=True, xml=guestxml.VCPUS)
     virt_type: str = fields.field_of(default="kvm", key="virtType", change="restart",

@@ -165,6 +165,19 @@ def cmdline(key: str, value: Any) -> str:
     return value
 
 
+def free_text(key: str, value: Any, max_len: int = 1024) -> str:
+    """Free text for people (a description): printable, lines and tabs allowed, at most `max_len` characters."""
+    if value in (None, ""):
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(key, f"must be text, got {value!r}", "Quote it")
+    if len(value) > max_len:
+        raise ConfigError(key, f"is {len(value)} characters, the limit is {max_len}", "Shorten it")
+    if any(not (ch.isprintable() or ch in "\n\t") for ch in value):
+        raise ConfigError(key, "contains control characters", "Use printable text (new lines and tabs are fine)")
+    return value.strip()
+
+
 def choice(key: str, value: Any, allowed: tuple[str, ...], what: str) -> str:
     if value not in allowed:
         raise ConfigError(key, f"{what} {value!r} is not one of {', '.join(allowed)}",

@@ -24,7 +24,8 @@ def spec(**changes: Any) -> GuestSpec:
     return dataclasses.replace(base, **changes)
 
 
-SPECS = [spec(), spec(vcpus=4, virt_type="qemu", cpu_priority="idle", graphics="none", agent=True),
+SPECS = [spec(), spec(description="web front end\nowner: ops", vcpus=4, virt_type="qemu", cpu_priority="idle",
+                      graphics="none", agent=True),
          spec(kernel="/boot/vmlinuz", initrd="/boot/initrd", cmdline="console=ttyS0", running=False,
               autostart=False, shutdown_timeout=5, ip="192.0.2.4", wait_for_address=30)]
 
@@ -88,3 +89,11 @@ def test_a_declaration_needs_a_known_change_class_and_one_way_to_read_it() -> No
         fields.field_of(key="x", change="sometimes", check=lambda k, x: x)
     with pytest.raises(ValueError, match="exactly one"):
         fields.field_of(key="x", change="inplace")
+
+
+@pytest.mark.parametrize("bad,why", [(7, "must be text"), ("x" * 1025, "the limit is 1024"),
+                                     ("a\x1b[31m", "control characters")])
+def test_a_description_is_printable_text(bad: object, why: str) -> None:
+    with pytest.raises(ConfigError, match=why) as err:
+        fields.from_config(GuestSpec, "hosts.h.guests.g", {"memory": 1, "description": bad})
+    assert err.value.key == "hosts.h.guests.g.description"

@@ -38,7 +38,7 @@ def guest(**changes: object) -> GuestSpec:
 SEED = SeedSpec("guests", "/var/lib/virtfleet/guests", cloudinit.render("k", {"hostname": "web-1"}, "vm1"), "vm1")
 GUESTS = {
     "article": guest(),
-    "cloud": guest(agent=True, seed=SEED, graphics="none", memory=512 << 20,
+    "cloud": guest(agent=True, seed=SEED, description="a cloud guest & <friends>", graphics="none", memory=512 << 20,
                    interfaces=(InterfaceSpec("network", "default", "52:54:00:00:00:02"),
                                InterfaceSpec("bridge", "br0", "52:54:00:00:00:03", "e1000"))),
     "kernel-boot": guest(kernel="/boot/vmlinuz", initrd="/boot/initrd.img", cmdline="console=ttyS0 root=/dev/vda",
