@@ -25,7 +25,7 @@ from . import diff as difftab
 from .base import BaseProvider, inputs_of, say
 from .errors import HostError
 from .remote import bases, session, storage, transfer
-from .spec import BaseImageSpec
+from .spec import BaseImageSpec, Connection
 from .trace import trace
 
 UPLOAD_PREFIX = "vfupload-"
@@ -42,10 +42,13 @@ def _refresh(p: libvirt.virStoragePool) -> None:
             time.sleep(0.25)
 
 
-def _clear_stale_uploads(p: libvirt.virStoragePool, digest: str) -> None:
-    for name in p.listVolumes():
-        if name.startswith(f"{UPLOAD_PREFIX}{digest[:16]}-"):
-            storage.delete(p, name)
+def _clear_dead_uploads(c: Connection, p: libvirt.virStoragePool, digest: str) -> None:
+    """Remove what killed runs left of uploads of this digest; another run's upload in progress (the
+    same image from another stack) is alive and kept (`transfer.remove_dead_uploads`)."""
+    paths = [vol.path() for name in p.listVolumes() if name.startswith(f"{UPLOAD_PREFIX}{digest[:16]}-")
+             if (vol := storage.lookup_volume(p, name)) is not None]
+    if transfer.remove_dead_uploads(c, paths):
+        _refresh(p)
 
 
 def _discard(spec: BaseImageSpec, tmp_name: str) -> None:
@@ -156,7 +159,7 @@ def _upload(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[int, str]:
     if not os.path.isfile(spec.source) or os.path.getsize(spec.source) != spec.size:
         raise HostError(c.host, f"uploading image {spec.image!r}",
                         f"local file {spec.source!r} is missing or changed since the preview", "Run `pulumi up` again")
-    _clear_stale_uploads(p, spec.digest)
+    _clear_dead_uploads(c, p, spec.digest)
     tmp_name = f"{UPLOAD_PREFIX}{spec.digest[:16]}-{secrets.token_hex(4)}"
     t0 = time.monotonic()
     try:

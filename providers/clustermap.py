@@ -241,9 +241,12 @@ def receive(tmp, final, size, want, stream, base=""):
     """Write the framed data runs of `stream` into the existing file `tmp` (truncated to `size`, so
     the rest reads as holes), then publish it as `final` (read-only) when its digest is `want`.  With
     `base` (a delta), the base's data between the runs is copied in first, hashed the same way.
-    Returns the digest found; `tmp` is removed on any failure."""
+    Returns the digest found; `tmp` is removed on any failure.  An exclusive flock on `tmp`, held until
+    the end, tells a cleanup on the host that this upload is alive.  Another upload of the same content
+    that published `final` first is kept as it is (its holders are recorded on it): `tmp` is dropped."""
     out = _Writer(tmp)  # (refuses anything but a regular file)
     fd = out.fd
+    fcntl.flock(fd, fcntl.LOCK_EX)
     src = None
     try:
         os.ftruncate(fd, size)  # (not to 0 first: ext4 would write the file back at close, as a replacement)
@@ -283,8 +286,13 @@ def receive(tmp, final, size, want, stream, base=""):
     finally:
         if src is not None:
             os.close(src)
-    out.close()
-    os.rename(tmp, final)
+    try:
+        os.link(tmp, final)  # never replaces: a published base may already be held and used
+    except FileExistsError:
+        pass  # published meanwhile by another upload of the same digest: the same bytes
+    finally:
+        os.unlink(tmp)
+        out.close()
     return found
 
 

@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import delta
+from .childenv import child_env
 from .clustermap import extents
 from .errors import ConfigError
 from .trace import trace
@@ -157,9 +158,12 @@ def posix_cksum(path: str) -> str:
 
 
 def load(key: str, path: str, build: str = "", cwd: str = ".") -> LocalImage:
-    """Run the optional build command, then describe the image file.  Errors name the config key."""
+    """Run the optional build command (in our environment without credentials: `childenv`), then describe
+    the image file.  Errors name the config key."""
     if build:
-        proc = subprocess.run(build, shell=True, cwd=cwd, capture_output=True, text=True)  # noqa: S602 - the user's own build command
+        # the user's own command, without the program's secrets (the decrypted stack config, passphrase, tokens)
+        proc = subprocess.run(build, shell=True, cwd=cwd, capture_output=True, text=True,  # noqa: S602
+                              env=child_env(os.environ))
         if proc.returncode != 0:
             raise ConfigError(f"{key}.build", f"build command failed (exit {proc.returncode}): "
                               f"{(proc.stderr or proc.stdout).strip()[-400:]}", "Fix the build, or remove `build`")

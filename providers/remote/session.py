@@ -21,6 +21,7 @@ import urllib.parse
 
 import libvirt
 
+from ..childenv import denied
 from ..errors import HostError
 from ..spec import Connection
 from ..trace import trace
@@ -50,15 +51,18 @@ __all__ = ["close_all", "connect", "control_path", "forget", "libvirt_uri", "pop
 
 libvirt.registerErrorHandler(lambda *_: None, None)  # lookups that miss must not print to stderr
 
-_virt: dict[CacheKey, libvirt.virConnect] = {}
-_rides_on: dict[CacheKey, int] = {}  # the master (see _master_id) each connection was opened on
+# each host's connection with the master (see _master_id) it was opened on: one entry, read and replaced
+# at once, so no thread ever pairs a connection with another connection's master
+_virt: dict[CacheKey, tuple[libvirt.virConnect, int]] = {}
 _warm_lock = threading.Lock()
 
 
 def _ssh_wrapper(c: Connection) -> str:
     """A `command=` for libvirt's ssh transport: a session on the host's master, strict host keys."""
     path = os.path.join(runtime_dir(), f"ssh-{tag(c)}")
-    quoted = " ".join(shlex.quote(o) for o in [ssh_binary(), *ssh_options(c), "-o", "ControlMaster=no"])
+    # libvirt runs it with this process's environment: the credentials in it are dropped (by name only)
+    unset = [a for k in sorted(os.environ) if denied(k) for a in ("-u", k)]
+    quoted = " ".join(shlex.quote(o) for o in ["env", *unset, ssh_binary(), *ssh_options(c), "-o", "ControlMaster=no"])
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}"  # other processes may be running it
     with open(tmp, "w") as f:
         f.write(f"#!/bin/sh\nexec {quoted} \"$@\"\n")
@@ -113,30 +117,38 @@ def _master_id(c: Connection) -> int:
         return 0
 
 
-def _usable(k: CacheKey, c: Connection, conn: libvirt.virConnect) -> bool:
+def _usable(c: Connection, conn: libvirt.virConnect, master: int) -> bool:
     """A cached connection is used only while the very master it rides on is up: libvirt notices a closed
-    transport only at the next call, and a new master (started meanwhile for a command) is not its own."""
-    return bool(conn.isAlive()) and _rides_on.get(k, 0) == _master_id(c) != 0
+    transport only at the next call, and a new master (started meanwhile for a command) is not its own.
+    A connection libvirt refuses to check (closed, e.g. by `close_all`) is not usable either."""
+    try:
+        alive = conn.isAlive()
+    except libvirt.libvirtError:
+        return False
+    return bool(alive) and master == _master_id(c) != 0
 
 
 def virt(c: Connection) -> libvirt.virConnect:
-    """The cached libvirt connection of a host; SSH host keys are checked first, with clear errors."""
+    """The cached libvirt connection of a host; SSH host keys are checked first, with clear errors.
+
+    A connection that is replaced is never closed here: other threads may have been handed it, or be
+    checking it, without this lock.  It is dropped from the cache, and libvirt closes it when its last
+    user lets go of it (`virConnect.__del__`)."""
     k = cache_key(c)
-    conn = _virt.get(k)
-    if conn is not None and _usable(k, c, conn):
-        return conn
+    cached = _virt.get(k)
+    if cached is not None and _usable(c, *cached):
+        return cached[0]
     with host_lock(c, "virt"):
-        conn = _virt.get(k)
-        if conn is None or not _usable(k, c, conn):
-            if conn is not None:
-                with contextlib.suppress(libvirt.libvirtError):
-                    conn.close()
-            try:
-                conn = _virt[k] = _open(c)
-            except libvirt.libvirtError as exc:
-                raise HostError(c.host, f"connecting libvirt at {c.uri}", str(exc),
-                                "Check that libvirtd runs on the host and the user may use qemu:///system") from exc
-            _rides_on[k] = _master_id(c)
+        cached = _virt.get(k)
+        if cached is not None and _usable(c, *cached):
+            return cached[0]
+        _virt.pop(k, None)
+        try:
+            conn = _open(c)
+        except libvirt.libvirtError as exc:
+            raise HostError(c.host, f"connecting libvirt at {c.uri}", str(exc),
+                            "Check that libvirtd runs on the host and the user may use qemu:///system") from exc
+        _virt[k] = (conn, _master_id(c))
         return conn
 
 
@@ -166,15 +178,11 @@ def warm(conns: list[Connection]) -> None:
 
 
 def forget(c: Connection) -> None:
-    """Drop a host's cached connections (after a failure), so the next call reconnects."""
+    """Drop a host's cached connections (after a failure), so the next call reconnects.  The libvirt
+    connection is not closed here (other threads may hold it): it closes with its last user."""
     k = cache_key(c)
     with host_lock(c, "virt"):
-        conn = _virt.pop(k, None)
-        try:
-            if conn is not None:
-                conn.close()
-        except libvirt.libvirtError:
-            pass
+        _virt.pop(k, None)
         _drop_socket(k)
     _forget_master(c)
 
@@ -188,12 +196,13 @@ def close_all(exiting: bool = False) -> None:
     """Close this process's libvirt connections; the masters it used stop once no other process's
     session rides on them (`exiting`: told so, not waited for)."""
     trace("session close begin")
-    closing = [threading.Thread(target=_close, args=(conn,), daemon=True) for conn in _virt.values()]
+    conns = [conn for conn, _ in list(_virt.values())]
+    _virt.clear()  # first: a call still running gets a new connection rather than a closed one
+    closing = [threading.Thread(target=_close, args=(conn,), daemon=True) for conn in conns]
     for t in closing:  # each waits for its host's answer and its ssh process: all hosts at once
         t.start()
     for t in closing:
         t.join(timeout=10)
-    _virt.clear()
     for k in list(_sockets):
         _drop_socket(k)
     stop_masters(wait=not exiting)

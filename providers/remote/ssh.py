@@ -34,6 +34,7 @@ from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING
 
 from .. import validate
+from ..childenv import child_env
 from ..errors import ConfigError, HostError, HostKeyError
 from ..spec import Connection
 
@@ -216,8 +217,9 @@ def _start_master(c: Connection, ctl: str) -> None:
 
 def ssh_env() -> dict[str, str]:
     """The environment of the ssh processes we start: ours without Pulumi's variables, which may hold the
-    decrypted stack config or its passphrase (a master outlives the run by up to PERSIST)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
+    decrypted stack config or its passphrase (a master outlives the run by up to PERSIST), and without
+    other credentials (`childenv`)."""
+    return child_env(os.environ)
 
 
 def sweep(d: str, prefix: str, fields: int, pid_at: int, held: Collection[str] | None = None) -> None:
@@ -360,9 +362,13 @@ def run(c: Connection, argv: list[str], timeout: float = 300, check: bool = True
         stdout, stderr = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
         if proc.returncode != 255:
             break
-        forget_master(c)  # ssh itself failed: the connection, not the command
         if attempt == 2 or "control socket" not in stderr.lower() and "mux" not in stderr.lower():
-            raise _classify(c, stderr)  # a master that went away between the check and the use: once more
+            forget_master(c)  # ssh itself failed: the connection, not the command
+            raise _classify(c, stderr)
+        # a master that went away between the check and the use, or refused this one session: once more.
+        # A master still up is kept: every other thread's sessions and libvirt connection ride on it.
+        if not alive(control_path(c)):
+            forget_master(c)
     if check and proc.returncode != 0:
         raise HostError(c.host, f"running {cmd}", f"exit {proc.returncode}: {stderr.strip()[:500]}")
     return proc.returncode, stdout, stderr

@@ -122,6 +122,8 @@ def upload_ranges(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: st
 
 _VERIFY_AND_PUBLISH = r"""
 algo=$1 want=$2 size=$3 src=$4 dst=$5 prog=$7 py=$8
+# a lock on the file while it is checked: another run's cleanup sees this upload alive (remove_dead_uploads)
+if [ -f "$src" ] && exec 9<"$src"; then flock 9 2>/dev/null || :; fi
 if [ "$algo" = digest ]; then
   command -v "$py" >/dev/null 2>&1 || exit 5
   got=$("$py" -c "$prog" "$src" "$size") || { [ $? = 3 ] && { echo "$got"; exit 3; }; exit 5; }
@@ -139,7 +141,10 @@ else
   got=${got%% *}
 fi
 [ "$got" = "$want" ] || { echo "$algo $got"; exit 3; }
-if [ -f "$src" ]; then chmod 0444 -- "$src" && mv -T -- "$src" "$dst"
+# never replaces a base another upload of the same digest published meanwhile (it may be held and used)
+if [ -f "$src" ]; then
+  chmod 0444 -- "$src" && { ln -T -- "$src" "$dst" 2>/dev/null || [ -e "$dst" ]; } && rm -f -- "$src"
+elif [ -e "$dst" ]; then lvremove -f "$src" >/dev/null
 else lvrename "$6" "${src##*/}" "${dst##*/}" && lvchange --permission r "$dst"; fi
 """
 _CLUSTERMAP_SOURCE = Path(clustermap.__file__).read_text()
@@ -237,3 +242,27 @@ def receive(c: Connection, path: str, tmp: str, final: str, want: str, progress:
         raise HostError(c.host, f"uploading into {tmp}", f"exit {rc}: {err.strip()[-300:] or 'the stream broke'}",
                         "Nothing was published; run `pulumi up` again")
     return sent
+
+
+UPLOAD_GRACE = 120  # seconds: a younger temporary upload may not have its receiver's lock yet
+_REMOVE_DEAD = r"""
+grace=$1; shift; now=$(date +%s)
+command -v flock >/dev/null 2>&1 || exit 0
+for f in "$@"; do
+  [ -f "$f" ] || continue
+  [ $((now - $(stat -c %Y -- "$f" 2>/dev/null || echo "$now"))) -ge "$grace" ] || continue
+  flock -n "$f" rm -f -- "$f" && echo "$f"
+done
+exit 0
+"""
+
+
+def remove_dead_uploads(c: Connection, paths: list[str]) -> list[str]:
+    """Remove the temporary upload files among `paths` that no upload is writing any more: older than
+    UPLOAD_GRACE seconds (by the host's clock) and not locked by their receiver or check on the host
+    (`clustermap.receive`, `verify_and_publish`).  Only provably dead ones go: an LV, or a host without
+    flock(1), keeps them all.  Returns the removed paths."""
+    if not paths:
+        return []
+    _, out, _ = session.run(c, ["sh", "-c", _REMOVE_DEAD, "sh", str(UPLOAD_GRACE), *paths])
+    return out.split()

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -184,14 +185,17 @@ def test_two_teams_on_the_same_hosts_never_touch_each_other(tmp_path, unique) ->
     a = Stack(str(tmp_path / "a"), f"teama{unique}", cfg(desc(mine)), env=s3.team_env(f"team-a-{unique}"))
     b = Stack(str(tmp_path / "b"), f"teamb{unique}", cfg(desc(theirs)), env=s3.team_env(f"team-b-{unique}"))
     try:
-        # one after the other: two stacks uploading one new image to a host at the same moment trip over
-        # each other's temporary upload (base_image._clear_stale_uploads removes any vfupload-DIGEST-*)
-        a.up()
-        b.up()
+        # at the same moment: both upload the one new image to both hosts; neither may remove the other's
+        # upload in progress or replace the base the other published
+        with ThreadPoolExecutor(2) as pool:
+            for done in [pool.submit(a.up), pool.submit(b.up)]:
+                done.result()
         assert_converged(a, mine)
         assert_converged(b, theirs)
         (base,) = _bases(a)
         assert _bases(b) == {base}, "one content-addressed base per host for both teams"
+        upload = f"vfupload-{base[len('vfbase-'):][:16]}-"
+        assert not [v for h in ("h1", "h2") for v in lab.volumes(h) if v.startswith(upload)], "no upload left"
         assert all(base in lab.volumes(h) for h in ("h1", "h2"))
         assert a.run("stack", "ls").stdout.count(a.name) == 1 and b.name not in a.run("stack", "ls").stdout
         pids = {n: lab.uptime_of(h, n) for h, names in mine.items() for n in names}

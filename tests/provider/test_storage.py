@@ -122,6 +122,61 @@ def test_upload_cut_in_the_middle_is_never_published(hosts, tmp_path) -> None:
         bp.delete(done.id, done.outs)
 
 
+def test_two_stacks_uploading_one_image_to_one_host_both_succeed(hosts, tmp_path, monkeypatch) -> None:
+    """Two stacks (two BaseImage resources) upload the same new image to h2, the second starting while the
+    first's upload is under way: neither removes the other's temporary volume, both succeed, and one base
+    remains with both holding it.  A killed run's leftover of that image is removed.  No grace period
+    here: the receiver's lock alone must keep a live upload."""
+    monkeypatch.setattr(transfer, "UPLOAD_GRACE", 0)
+    src = tmp_path / "shared.raw"
+    with open(src, "wb") as f:
+        for _ in range(256):
+            f.write(os.urandom(1 << 20))
+    props = image_props("h2", str(src), name="shared")
+    dead = f"vfupload-{props['digest'][:16]}-deadbeef"
+    lab.virsh("h2", "vol-create-as", "guests", dead, "1M", "--format", "raw")
+    bp = BaseImageProvider()
+    made: list = []
+    errors: list[BaseException] = []
+    real_send, sending = transfer._send_runs, threading.Event()
+
+    def first_waits(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not sending.is_set():  # its temporary volume made, its receiver started: the second comes now
+            sending.set()
+            time.sleep(3)
+        return real_send(*args, **kwargs)
+
+    monkeypatch.setattr(transfer, "_send_runs", first_waits)
+
+    def create() -> None:
+        try:
+            made.append(bp.create(props))
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    first = threading.Thread(target=create)
+    first.start()
+    assert sending.wait(60)
+    second = threading.Thread(target=create)
+    second.start()
+    first.join(300)
+    second.join(300)
+    try:
+        assert not errors, errors
+        assert len(made) == 2 and {m.outs["volumeName"] for m in made} == {f"vfbase-{props['digest']}.raw"}
+        assert [m.outs["holder"] != "" for m in made] == [True, True]
+        left = lab.volumes("h2")
+        assert left.count(f"vfbase-{props['digest']}.raw") == 1
+        assert not [v for v in left if v.startswith("vfupload-")], left
+        bp.delete(made[0].id, made[0].outs)
+        assert f"vfbase-{props['digest']}.raw" in lab.volumes("h2"), "the other stack still holds it"
+    finally:
+        for m in made[1:]:
+            bp.delete(m.id, m.outs)
+        lab.virsh("h2", "vol-delete", "--pool", "guests", dead, check=False)
+    assert f"vfbase-{props['digest']}.raw" not in lab.volumes("h2")
+
+
 def test_volume_overlay_copy_grow_shrink_keep(hosts, unique) -> None:
     base = BaseImageProvider().create(image_props("h1")).outs
     vp = VolumeProvider()

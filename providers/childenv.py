@@ -1,0 +1,37 @@
+"""The environment of the processes virtfleet starts (image builds, ssh): ours without credentials.  Pure.
+
+A Pulumi program and its provider run with the decrypted stack config (PULUMI_CONFIG), the stack's
+passphrase and the backend's token in their environment, often beside cloud credentials.  A build
+command or an ssh master (which outlives the run) needs none of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# whole families: Pulumi's own (PULUMI_CONFIG, PULUMI_CONFIG_PASSPHRASE(_FILE), PULUMI_ACCESS_TOKEN, ...)
+# and the cloud SDKs' credentials
+DENY_PREFIXES = ("PULUMI_", "AWS_", "AZURE_", "ARM_", "GOOGLE_", "GCLOUD_", "CLOUDSDK_", "ALIBABA_CLOUD_",
+                 "DIGITALOCEAN_", "SCW_", "VAULT_", "TF_VAR_")
+# single names that hold a credential without a telling suffix
+DENY = frozenset({"GITHUB_TOKEN", "GH_TOKEN", "GITLAB_TOKEN", "HCLOUD_TOKEN", "NPM_TOKEN", "SSHPASS",
+                  "KUBECONFIG", "DOCKER_AUTH_CONFIG", "OS_PASSWORD", "OS_TOKEN"})
+# anything named like a secret
+DENY_SUFFIXES = ("_TOKEN", "_SECRET", "_PASSWORD", "_PASSPHRASE", "_PASSPHRASE_FILE", "_SECRET_KEY",
+                 "_ACCESS_KEY", "_ACCESS_KEY_ID", "_API_KEY", "_PRIVATE_KEY", "_CREDENTIALS")
+# always kept, whatever the rules above say: what builds and ssh need to work at all
+KEEP = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TERM", "TZ", "TMPDIR", "SSH_AUTH_SOCK"})
+KEEP_PREFIXES = ("NIX_", "LC_", "XDG_", "VIRTFLEET_")
+
+
+def denied(name: str) -> bool:
+    """Whether a variable of this name is kept from the processes we start."""
+    upper = name.upper()
+    if upper in KEEP or upper.startswith(KEEP_PREFIXES):
+        return False
+    return upper in DENY or upper.startswith(DENY_PREFIXES) or upper.endswith(DENY_SUFFIXES)
+
+
+def child_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` without the variables that may hold credentials (see `denied`)."""
+    return {k: v for k, v in environ.items() if not denied(k)}
