@@ -6,6 +6,8 @@
 # keys, the Pulumi backend URL) for the tests; `env` prints the exports for a shell.
 # usage: lab/s3.sh up | down | status | env        (idempotent; `down` keeps the data)
 set -euo pipefail
+# the server started here must not inherit the caller's open files (a flock(1) on the lab's lock)
+for fd in /proc/$$/fd/*; do fd=${fd##*/}; if [ "$fd" -gt 2 ] && [ "$fd" -lt 255 ]; then eval "exec $fd>&-"; fi; done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LAB=${VIRTFLEET_LAB_DIR:-$ROOT/.lab}
 DIR=$LAB/s3
