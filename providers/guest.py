@@ -1,8 +1,9 @@
 """Guest: a libvirt domain generated from a GuestSpec.
 
 create: transactional (a start failure undefines what was defined); a name already used on the host
-by anything else is refused, never taken over; a domain left by an interrupted run of this same
-resource (same owner metadata) is adopted.
+by anything else is refused, never taken over, unless the guest has `adopt: true` and the domain has no
+other virtfleet owner (`adoption`: merged into its live definition, UUID and devices kept); a domain left
+by an interrupted run of this same resource (same owner metadata) is adopted.
 read: the live domain: running or not, autostart, and whether its definition drifted (only managed
 fields are compared, so what libvirt adds never counts); devices added outside virtfleet are listed
 (`unmanaged`, and a line in the preview), never counted as drift.  Gone only for a real "no such domain".
@@ -27,11 +28,11 @@ from typing import Any
 
 import libvirt
 import pulumi
-from pulumi.dynamic import CheckResult, CreateResult, ReadResult, Resource, UpdateResult
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, Resource, UpdateResult
 
-from . import addresses, cloudinit, xmlgen
+from . import addresses, adoption, cloudinit, xmlgen
 from . import diff as difftab
-from .base import BaseProvider, inputs_of, say
+from .base import BaseProvider, has_unknowns, inputs_of, say
 from .errors import HostError, UnsafeChangeError
 from .remote import addresses as remote_addresses
 from .remote import domains, session, starts, storage
@@ -154,16 +155,69 @@ def _define_new(conn: libvirt.virConnect, spec: GuestSpec, uuid: str = "") -> li
     return dom
 
 
+def _take_over(conn: libvirt.virConnect, spec: GuestSpec, props: dict[str, Any], dom: libvirt.virDomain,
+               live_xml: str) -> CreateResult:
+    """`adopt: true`: redefine a domain made outside virtfleet with its UUID, virtfleet's parts merged into its
+    live definition, owner metadata written; power as an update would.  Refused with nothing changed when
+    `adoption.refusal` says so; a failure after the redefinition puts the old definition back."""
+    why = adoption.refusal(spec.conn.host, spec.name, spec.owner, spec.disk_path, live_xml)
+    if why:
+        raise UnsafeChangeError(why)
+    t = adoption.takeover(live_xml, spec)
+    active = bool(dom.isActive())
+    say(adoption.summary(spec.conn.host, spec, t, active, bool(dom.autostart())))
+    _put_seed(spec)
+    try:
+        dom = conn.defineXML(t.xml)
+    except libvirt.libvirtError as exc:
+        _drop_seed(spec.replace(seed=None), spec.seed and spec.seed.to_props())
+        raise HostError(spec.conn.host, f"adopting guest {spec.name!r}", str(exc),
+                        "Nothing changed; fix what libvirt names in the domain (`virsh edit`) and run `pulumi up`") \
+            from exc
+    try:
+        _apply_power(spec, dom, restart=active and bool(t.restart))
+    except Exception:
+        conn.defineXML(live_xml)  # as it was before, without virtfleet's owner metadata
+        say(f"{spec.conn.host}: {spec.name}'s previous definition was put back")
+        raise
+    found, dom = _wait_for_address(spec, dom)
+    return CreateResult(dom.UUIDString(), _outs(spec, props, dom, found, _defined(dom, t.kept)))
+
+
+def _preview_adoption(spec: GuestSpec) -> str:
+    """At preview (check of a new guest with `adopt: true`): say what taking over its domain changes, or
+    that there is none to take over.  Returns why it would be refused ('' if it would not)."""
+    dom = domains.by_name(session.virt(spec.conn), spec.name)
+    if dom is None:
+        say(f"{spec.conn.host}: {spec.name} has adopt: true but no domain of that name exists: it will be created")
+        return ""
+    live_xml = domains.inactive_xml(dom)
+    if xmlgen.observe_domain(live_xml)["owner"] == spec.owner.__dict__:
+        return ""  # its own, left by an interrupted run: create takes it back as it always does
+    why = adoption.refusal(spec.conn.host, spec.name, spec.owner, spec.disk_path, live_xml)
+    if not why:
+        t = adoption.takeover(live_xml, spec)
+        say(adoption.summary(spec.conn.host, spec, t, bool(dom.isActive()), bool(dom.autostart())))
+    return why
+
+
 class GuestProvider(BaseProvider):
     spec_type = GuestSpec
     table = difftab.GUEST_TABLE
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         result = super().check(olds, news)
-        if olds and not result.failures:
-            restart = difftab.plan(difftab.GUEST_TABLE, olds, news).restart
-            news = {**news, "restartOnUpdate": ", ".join(restart)}  # shown by the preview when it applies
-            result = CheckResult(news, result.failures)
+        if not result.failures:
+            # shown by the preview when it applies; otherwise absent, as at create: a no-op run's checked inputs
+            # then equal the stored ones and the engine skips rewriting the whole state for this guest
+            restart = difftab.plan(difftab.GUEST_TABLE, olds, news).restart if olds else []
+            if restart:
+                result = CheckResult({**news, "restartOnUpdate": ", ".join(restart)}, result.failures)
+            # a new guest taking over a domain: what changes is shown now (the only host access of check)
+            if not olds and news.get("adopt") and not has_unknowns(news) and (spec := GuestSpec.from_props(news)).adopt:
+                why = _preview_adoption(spec)
+                if why:
+                    result.failures.append(CheckFailure("adopt", why))
         return result
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -173,13 +227,18 @@ class GuestProvider(BaseProvider):
         if existing is None:
             found, dom = _wait_for_address(spec, _define_new(conn, spec))
             return CreateResult(dom.UUIDString(), _outs(spec, props, dom, found, _defined(dom)))
-        owner = xmlgen.observe_domain(domains.inactive_xml(existing))["owner"]
+        live_xml = domains.inactive_xml(existing)
+        owner = xmlgen.observe_domain(live_xml)["owner"]
         if owner != spec.owner.__dict__:
+            if spec.adopt:
+                return _take_over(conn, spec, props, existing, live_xml)
             who = f"{owner['project']}/{owner['stack']}/{owner['resource']}" if owner else \
                 "something outside virtfleet"
             raise UnsafeChangeError(
                 f"host {spec.conn.host}: a guest named {spec.name!r} already exists, managed by {who}: "
-                "not taken over, nothing changed. Pick another name for this guest, or remove the other one")
+                "not taken over, nothing changed. Pick another name for this guest, or remove the other one"
+                + ("" if owner else ", or set `adopt: true` on this guest to take it over (README: \"Taking "
+                   "over a guest made by hand\")"))
         say(f"{spec.conn.host}: adopting {spec.name} left by an interrupted run of this stack")
         _put_seed(spec)
         dom = conn.defineXML(xmlgen.domain(spec, existing.UUIDString()))
@@ -194,8 +253,8 @@ class GuestProvider(BaseProvider):
             return ReadResult(None, {})
         outs = _outs(spec, props, dom)
         if outs["unmanaged"]:
-            say(f"{spec.conn.host}: {spec.name} has devices virtfleet does not manage, kept at every update: "
-                f"{'; '.join(outs['unmanaged'])}")
+            say(f"{spec.conn.host}: {spec.name} has devices or settings virtfleet does not manage, kept at every "
+                f"update: {'; '.join(outs['unmanaged'])}")
         return ReadResult(id_, outs)
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:

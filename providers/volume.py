@@ -1,5 +1,7 @@
 """Volume: a guest disk in the host's pool, a qcow2 overlay on a base volume or a full copy of it.
 
+With `adopt` (its guest takes over a domain made outside virtfleet), an existing disk is taken as it is
+(never rewritten; grown if diskSize is larger), and nothing is made if the domain cannot be taken over.
 Growing resizes in place (online through the running guest when it is in use); shrinking is refused
 in `check`, before anything runs.  delete keeps the disk unless deleteOnDestroy is true.  A kept disk
 with the same name is adopted only when its backing file is the expected base.
@@ -8,17 +10,18 @@ with the same name is adopted only when its backing file is the expected base.
 from __future__ import annotations
 
 import os
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import libvirt
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, Resource, UpdateResult
 
+from . import adoption, xmlgen
 from . import diff as difftab
-from . import xmlgen
 from .base import BaseProvider, inputs_of, say
 from .errors import HostError, UnsafeChangeError
-from .remote import bases, session, storage
+from .remote import bases, domains, session, storage
 from .spec import VolumeSpec
 from .units import human
 
@@ -40,6 +43,35 @@ def _adopt(spec: VolumeSpec, vol: libvirt.virStorageVol, base_path: str) -> None
     if int(seen["capacity"]) > spec.capacity:
         raise UnsafeChangeError(f"host {spec.conn.host}: kept disk {spec.name!r} is {human(int(seen['capacity']))}, "
                                 f"larger than diskSize {human(spec.capacity)}: shrinking is refused. Raise diskSize")
+
+
+def _check_takeover(spec: VolumeSpec, p: libvirt.virStoragePool) -> None:
+    """The disk of a guest with `adopt: true`: refuse before anything changes what the guest's create would
+    refuse (the domain is another virtfleet resource's, or its main disk is not this volume)."""
+    assert spec.adopt is not None
+    dom = domains.by_name(session.virt(spec.conn), spec.adopt.domain)
+    if dom is None:
+        return
+    path = f"{ET.fromstring(p.XMLDesc(0)).findtext('target/path', '')}/{spec.name}"
+    why = adoption.refusal(spec.conn.host, spec.adopt.domain, spec.adopt.owner, path, domains.inactive_xml(dom))
+    if why:
+        raise UnsafeChangeError(why)
+
+
+def _take_as_is(spec: VolumeSpec, vol: libvirt.virStorageVol, logical: bool) -> dict[str, Any]:
+    """An existing disk taken over with its guest: never rewritten; refused if it is larger than diskSize
+    (it would never shrink) or not the format virtfleet defines for the pool."""
+    seen = xmlgen.observe_volume(vol.XMLDesc(0))
+    if int(seen["capacity"]) > spec.capacity:
+        raise UnsafeChangeError(f"host {spec.conn.host}: disk {spec.name!r} is {human(int(seen['capacity']))}, larger "
+                                f"than diskSize {human(spec.capacity)}: an adopted disk is kept as it is and never "
+                                f"shrunk, nothing changed. Set diskSize to at least {human(int(seen['capacity']))}")
+    if not logical and seen["format"] != "qcow2":
+        raise UnsafeChangeError(f"host {spec.conn.host}: disk {spec.name!r} is {seen['format'] or 'of unknown format'}"
+                                ", but guests' disks in a dir pool are qcow2: not adopted, nothing changed. Convert "
+                                f"it first (`qemu-img convert -O qcow2 OLD {vol.path()}`, with the guest shut down)")
+    say(f"{spec.conn.host}: adopted existing disk {spec.name} as it is (adopt: true)")
+    return seen
 
 
 def _grow(spec: VolumeSpec, vol: libvirt.virStorageVol) -> None:
@@ -89,7 +121,12 @@ class VolumeProvider(BaseProvider):
         base = _base(spec, p)
         vol = storage.lookup_volume(p, spec.name)
         adopted = vol is not None
-        if vol is not None:
+        base_path = base.path()
+        if spec.adopt is not None:
+            _check_takeover(spec, p)
+        if vol is not None and spec.adopt is not None:
+            base_path = str(_take_as_is(spec, vol, storage.pool_type(p) == "logical")["backingPath"])
+        elif vol is not None:
             _adopt(spec, vol, base.path())
             say(f"{spec.conn.host}: adopted kept disk {spec.name}")
         elif storage.pool_type(p) == "logical":
@@ -100,7 +137,7 @@ class VolumeProvider(BaseProvider):
             vol = p.createXMLFrom(xmlgen.volume(spec.name, spec.capacity, "qcow2"), base, 0)
         if vol.info()[1] < spec.capacity:
             _grow(spec, vol)
-        outs = {**inputs_of(props), "path": vol.path(), "adopted": adopted, "basePath": base.path()}
+        outs = {**inputs_of(props), "path": vol.path(), "adopted": adopted, "basePath": base_path}
         return CreateResult(f"{spec.conn.host}:{spec.pool}/{spec.name}", outs)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:

@@ -52,6 +52,7 @@ def cases(g1: str, g2: str) -> list[tuple[str, object, str, str]]:
         (f"{g}|running", "yes", "running", "not a boolean"),
         (f"{g}|autostart", 1, "autostart", "not a boolean"),
         (f"{g}|deleteDiskOnDestroy", "maybe", "deleteDiskOnDestroy", "not a boolean"),
+        (f"{g}|adopt", "yes", f"hosts.h1.guests.{g1}.adopt", "not a boolean"),
         (f"{g}|memroy", 4, "memroy", "Did you mean `memory`"),
         (f"{h}|virtType", "xen", "virtType", "not one of"),
         ("images|payload|path", "/nonexistent/x.qcow2", "images.payload.path", "does not exist"),
