@@ -1,9 +1,7 @@
-"""Machine: one guest = its disk (Volume) + its domain (Guest), under one component.
+"""Machine: one guest = its disk (Volume, `KEY-disk`) + its domain (Guest, `KEY`).
 
-The component is named by the guest key only (not parented to its host), so moving a guest to another
-host keeps its URN and Pulumi plans a replacement (old one removed first), not an unrelated create.
-Components register no outputs: the stack exports carry them, and each registration would cost the
-engine one more write of the whole state (the program's `guests` output has the same values).
+Both are named by the guest key only (not parented to their host), so moving a guest to another host
+keeps its URNs and Pulumi plans a replacement (old one removed first), not an unrelated create.
 """
 
 from __future__ import annotations
@@ -18,10 +16,14 @@ from .config import GuestConf
 from .hypervisor import Hypervisor
 
 
-class Machine(pulumi.ComponentResource):
-    def __init__(self, conf: GuestConf, hv: Hypervisor, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("virtfleet:fleet:Machine", conf.key, None, opts)
+class Machine:
+    """Not a registered component: one per guest doubled the resources in the state and the engine's steps
+    (the file backend rewrites the whole state at every step).  The aliases keep the URNs stacks made when
+    it was one (`virtfleet:fleet:Machine$...`)."""
+
+    def __init__(self, conf: GuestConf, hv: Hypervisor) -> None:
         self.key = conf.key
+        was = [pulumi.Alias(parent=pulumi.create_urn(conf.key, "virtfleet:fleet:Machine"))]
         spec = hv.conf.spec
         conn = spec.conn.to_props()
         base = hv.base_images[conf.image]
@@ -35,7 +37,7 @@ class Machine(pulumi.ComponentResource):
             {"connection": conn, "pool": spec.pool.name, "name": disk_name, "capacity": conf.disk_size,
              "mode": conf.disk_mode, "baseVolume": hv.base_volume_names[conf.image],
              "baseFormat": hv.images_format[conf.image], "deleteOnDestroy": conf.delete_disk, "adopt": adopt},
-            pulumi.ResourceOptions(parent=self, depends_on=[hv.host, base]))
+            pulumi.ResourceOptions(aliases=was, depends_on=[hv.host, base]))
         seed = SeedSpec(spec.pool.name, spec.pool.path, conf.seed, conf.name) if conf.seed else None
         networks = [hv.networks[i.source] for i in conf.interfaces if i.type == "network" and i.source in hv.networks]
         self.guest = Guest(
@@ -47,7 +49,7 @@ class Machine(pulumi.ComponentResource):
              "seed": seed.to_props() if seed else None,
              # user-data may hold passwords and keys: a secret in the state and the preview, always
              "cloudInit": pulumi.Output.secret(seed.seed.to_props()) if seed else None},
-            pulumi.ResourceOptions(parent=self, depends_on=[self.volume, *networks]))
+            pulumi.ResourceOptions(aliases=was, depends_on=[self.volume, *networks]))
         self.outputs = {
             "host": conf.host, "uuid": self.guest.uuid, "mac": conf.interfaces[0].mac, "ip": conf.values["ip"],
             "address": self.guest.address, "addresses": self.guest.addresses,

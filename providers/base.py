@@ -49,6 +49,9 @@ class BaseProvider(ResourceProvider):
 
     spec_type: ClassVar[Any]
     table: ClassVar[dict[str, str]]
+    # the pickled provider (a class reference, no secrets) stays plain in the state: the SDK's default makes it
+    # a secret in every resource's inputs and outputs, 3x its size and a cipher call per resource per write
+    serialize_as_secret_always = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
