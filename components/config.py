@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from providers import cloudinit, fields
+from providers import cloudinit, fields, firmware
 from providers import validate as v
 from providers.errors import ConfigError
 from providers.localimage import LocalImage
@@ -123,6 +123,7 @@ def _guest(key: str, gkey: str, host: str, g: Any, host_nic: str, images: dict[s
     name = v.name(f"{key}.name", g.get("name", gkey), "guest name")
     interfaces = _interfaces(key, g, host_nic)
     values = fields.from_config(GuestSpec, key, g)
+    firmware.check_combination(key, values["firmware"], values["secureBoot"], values["tpm"])
     why = address_sources(values["agent"], interfaces)
     if values["waitForAddress"] and why:
         raise ConfigError(f"{key}.waitForAddress", f"nothing can tell this guest's address: {why}",

@@ -9,12 +9,18 @@
 # and installs the authorized keys for root (login by key only; no passwords, no default user).
 # No machine-id, host key or apt list is baked in; timers a short-lived guest never needs are masked.
 # Output: $OUT/debian12.qcow2 (compressed qcow2, 2 GiB virtual; the root fs grows with the disk at
-# first boot) and $OUT/debian12.packages.  Idempotent: skips the build when the image exists.
+# first boot) and $OUT/debian12.packages.
+# UEFI variant: $OUT/debian12-uefi.qcow2, made from debian12.qcow2 without a second bootstrap: GPT, a
+# 32 MiB EFI system partition with Debian's signed shim and GRUB as the removable-media loader
+# (\EFI\BOOT\BOOTX64.EFI), then the same root file system (same UUID).  The kernel is Debian's signed
+# one, so the image also boots with Secure Boot on and Microsoft's keys enrolled.  UEFI only (no BIOS
+# boot); the cloud kernel has no AHCI driver, so on machine q35 the seed must be on virtio-scsi.
+# Idempotent: skips each image that exists.
 # usage: lab/cloudimage.sh    (root; env OUT, DISK_MIB=2048, MIRROR, SECURITY_MIRROR)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/.lab/cloud}
-[ -f "$OUT/debian12.qcow2" ] && { echo "$OUT"; exit 0; }
+[ -f "$OUT/debian12.qcow2" ] && [ -f "$OUT/debian12-uefi.qcow2" ] && { echo "$OUT"; exit 0; }
 # every mount of the build (mmdebstrap's /proc, /sys, /dev in the chroot; the loop mount for EXTLINUX)
 # lives in a mount namespace of its own: none outlives the build, however it ends
 if [ -z "${VF_CLOUDIMAGE_NS:-}" ]; then
@@ -26,7 +32,8 @@ SECURITY_MIRROR=${SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 log() { echo "[cloudimage] $*" >&2; }
 
 need=""
-for c in mmdebstrap:mmdebstrap extlinux:extlinux sfdisk:fdisk mkfs.ext4:e2fsprogs qemu-img:qemu-utils; do
+for c in mmdebstrap:mmdebstrap extlinux:extlinux sfdisk:fdisk mkfs.ext4:e2fsprogs qemu-img:qemu-utils \
+         mkfs.vfat:dosfstools mcopy:mtools; do
   command -v "${c%%:*}" >/dev/null || need="$need ${c#*:}"
 done
 # shellcheck disable=SC2086
@@ -37,10 +44,48 @@ mkdir -p "$OUT"
 W=$(mktemp -d)
 cleanup() {
   findmnt -rn -o TARGET | awk -v w="$W/" 'index($0, w) == 1' | sort -r | xargs -r umount -l 2>/dev/null || true
-  rm -rf --one-file-system "$W" "$OUT/.debian12.qcow2.tmp"
+  rm -rf --one-file-system "$W" "$OUT/.debian12.qcow2.tmp" "$OUT/.debian12-uefi.qcow2.tmp"
 }
 trap cleanup EXIT
 R=$W/root
+
+build_uefi() {  # debian12-uefi.qcow2 from debian12.qcow2: GPT + ESP (shim, GRUB) + the same root fs
+  local raw=$W/uefi-base.raw disk=$W/uefi.raw esp=$W/esp.img uuid root_mib esp_mib=32
+  log "UEFI variant (GPT, ${esp_mib} MiB ESP with signed shim + GRUB, root fs of debian12.qcow2)"
+  qemu-img convert -f qcow2 -O raw "$OUT/debian12.qcow2" "$raw"
+  # the root fs is the image's one partition, at 1 MiB (see the BIOS layout below)
+  uuid=$(blkid -p -o value -s UUID -O 1048576 "$raw")
+  root_mib=$(( $(stat -c %s "$raw") / 1048576 - 1 ))
+  (cd "$W" && apt-get download -q -o APT::Sandbox::User=root shim-signed grub-efi-amd64-signed >&2)
+  mkdir -p "$W/efi"
+  for deb in "$W"/shim-signed_*.deb "$W"/grub-efi-amd64-signed_*.deb; do dpkg-deb -x "$deb" "$W/efi"; done
+  # the signed GRUB reads $prefix/grub.cfg with prefix /EFI/debian on the device it was loaded from
+  cat > "$W/grub.cfg" <<EOF
+set default=0
+set timeout=0
+search --no-floppy --fs-uuid --set=root $uuid
+menuentry debian {
+  linux /vmlinuz root=UUID=$uuid ro console=tty0 console=ttyS0,115200n8
+  initrd /initrd.img
+}
+EOF
+  truncate -s "${esp_mib}M" "$esp"
+  mkfs.vfat -n ESP "$esp" >/dev/null
+  mmd -i "$esp" ::/EFI ::/EFI/BOOT ::/EFI/debian
+  # shim loads grubx64.efi from its own directory (no fbx64.efi: no boot entry is written)
+  mcopy -i "$esp" "$W/efi/usr/lib/shim/shimx64.efi.signed" ::/EFI/BOOT/BOOTX64.EFI
+  mcopy -i "$esp" "$W/efi/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed" ::/EFI/BOOT/grubx64.efi
+  mcopy -i "$esp" "$W/grub.cfg" ::/EFI/debian/grub.cfg
+  truncate -s "$(( 1 + esp_mib + root_mib + 1 ))M" "$disk"
+  printf 'label: gpt\nstart=2048, size=%dM, type=uefi, name=ESP\nsize=%dM, type=linux, name=root\n' \
+    "$esp_mib" "$root_mib" | sfdisk -q "$disk"
+  dd if="$esp" of="$disk" bs=1M seek=1 conv=notrunc,sparse status=none
+  dd if="$raw" of="$disk" bs=1M skip=1 seek=$(( 1 + esp_mib )) count="$root_mib" conv=notrunc,sparse status=none
+  rm -f "$raw"
+  qemu-img convert -c -f raw -O qcow2 "$disk" "$OUT/.debian12-uefi.qcow2.tmp"
+  mv "$OUT/.debian12-uefi.qcow2.tmp" "$OUT/debian12-uefi.qcow2"
+}
+if [ -f "$OUT/debian12.qcow2" ]; then build_uefi; echo "$OUT"; exit 0; fi
 
 PACKAGES="linux-image-cloud-amd64 initramfs-tools zstd systemd-sysv udev kmod iproute2 netbase
   systemd-resolved cloud-init cloud-guest-utils qemu-guest-agent openssh-server"
@@ -158,4 +203,5 @@ umount "$W/mnt"
 qemu-img convert -c -f raw -O qcow2 "$W/disk.raw" "$OUT/.debian12.qcow2.tmp"
 cp "$W/packages" "$OUT/debian12.packages"
 mv "$OUT/.debian12.qcow2.tmp" "$OUT/debian12.qcow2"
+build_uefi
 echo "$OUT"

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import fields, guestxml
+from . import firmware as fw
 from . import validate as v
 from .cloudinit import Seed, volume_name
+from .fields import Xml
 
 VIRT_TYPES = ("kvm", "qemu")
 POOL_TYPES = ("dir", "logical")
@@ -377,6 +379,16 @@ class GuestSpec:
                                     check=_choice(GRAPHICS, "graphics"), conf=True, xml=guestxml.GRAPHICS)
     agent: bool = fields.field_of(default=False, key="agent", change="restart", check=v.boolean, conf=True,
                                   xml=guestxml.AGENT, doc="the qemu-guest-agent channel")
+    firmware: str = fields.field_of(
+        default="bios", key="firmware", change="replace", check=fw.check_firmware, conf=True,
+        xml=Xml(fw.observe_firmware), doc="bios (SeaBIOS) or uefi (OVMF): a new domain with a fresh NVRAM")
+    secure_boot: bool = fields.field_of(
+        default=False, key="secureBoot", change="replace", check=v.boolean, conf=True,
+        xml=Xml(fw.observe_secure_boot), doc="UEFI Secure Boot with enrolled keys (machine q35)")
+    tpm: bool = fields.field_of(
+        default=False, key="tpm", change="restart", check=v.boolean, conf=True, doc="an emulated TPM 2.0 (swtpm)",
+        xml=Xml(fw.observe_tpm, lambda root, s: fw.emit(root, s.firmware, s.secure_boot, s.tpm, fw.nvram_path(s.name)),
+                "devices"))  # declared after `seed`: Secure Boot moves the seed CD-ROM onto virtio-SCSI
     running: bool = fields.field_of(default=True, key="running", change="inplace", check=v.boolean, conf=True,
                                     doc="start / graceful shutdown")
     autostart: bool = fields.field_of(default=True, key="autostart", change="inplace", check=v.boolean, conf=True)
@@ -404,6 +416,7 @@ class GuestSpec:
     @classmethod
     def from_props(cls, p: dict[str, Any]) -> GuestSpec:
         spec = cls(**fields.from_props(cls, p))
+        fw.check_combination("", spec.firmware, spec.secure_boot, spec.tpm)
         if spec.wait_for_address and spec.address_sources:
             raise v.ConfigError("waitForAddress", f"nothing can tell this guest's address: {spec.address_sources}",
                                 "Set `agent: true` (the image needs qemu-guest-agent), or put an interface on a "

@@ -12,7 +12,7 @@ import ipaddress
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from . import fields
+from . import fields, firmware
 from .guestxml import AGENT_CHANNEL
 from .spec import GuestSpec, NetworkSpec, PoolSpec
 from .xmlutil import OWNER_NS, attr, sub, text, to_string
@@ -161,7 +161,7 @@ def _ours(dev: ET.Element, macs: set[str]) -> bool:
         return dev.get("type") == "keyboard" and dev.get("bus") == "usb"
     if tag == "channel":
         return _attr(dev, "target", "name") == AGENT_CHANNEL
-    return tag in ("serial", "console", "graphics", "video", "memballoon")
+    return tag in ("serial", "console", "graphics", "video", "memballoon", "tpm")
 
 
 def _signature(dev: ET.Element) -> str:
@@ -245,6 +245,7 @@ def merge(live_xml: str, ours_xml: str, macs: set[str]) -> str:
     MACs of the interfaces virtfleet manages (before and after the change).  Replaced devices keep the
     PCI addresses libvirt gave them, so the guest sees the same hardware."""
     live, ours = ET.fromstring(live_xml), ET.fromstring(ours_xml)
+    firmware.merge(live, ours)
     live.set("type", ours.get("type", live.get("type", "")))
     for tag in MANAGED_TOP:
         for el in live.findall(tag):

@@ -9,7 +9,7 @@ t0=$(date +%s%N)
 step() { local ms=$(( ($(date +%s%N) - t0) / 1000000 )); printf '[setup %4d.%01ds] %s\n' $((ms / 1000)) $((ms % 1000 / 100)) "$*"; }
 APT_PACKAGES="libvirt-daemon-system libvirt-clients libvirt-dev pkg-config qemu-system-x86 qemu-utils
   openssh-server openssh-client iproute2 busybox-static libxml2-utils syslinux syslinux-common mtools
-  dosfstools lvm2 mmdebstrap extlinux fdisk dnsmasq-base iptables"
+  dosfstools lvm2 mmdebstrap extlinux fdisk dnsmasq-base iptables ovmf swtpm swtpm-tools"
 
 step "apt packages"
 missing=$(for p in $APT_PACKAGES; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)

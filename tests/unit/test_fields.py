@@ -27,7 +27,8 @@ def spec(**changes: Any) -> GuestSpec:
 SPECS = [spec(), spec(description="web front end\nowner: ops", vcpus=4, virt_type="qemu", cpu_priority="idle",
                       graphics="none", agent=True),
          spec(kernel="/boot/vmlinuz", initrd="/boot/initrd", cmdline="console=ttyS0", running=False,
-              autostart=False, shutdown_timeout=5, ip="192.0.2.4", wait_for_address=30)]
+              autostart=False, shutdown_timeout=5, ip="192.0.2.4", wait_for_address=30),
+         spec(firmware="uefi", secure_boot=True, tpm=True, memory=1 << 30)]
 
 
 def test_every_spec_field_is_declared_once_with_a_unique_key() -> None:
@@ -97,3 +98,9 @@ def test_a_description_is_printable_text(bad: object, why: str) -> None:
     with pytest.raises(ConfigError, match=why) as err:
         fields.from_config(GuestSpec, "hosts.h.guests.g", {"memory": 1, "description": bad})
     assert err.value.key == "hosts.h.guests.g.description"
+
+
+def test_secure_boot_and_tpm_need_uefi_in_the_properties_too() -> None:
+    with pytest.raises(ConfigError) as err:
+        GuestSpec.from_props({**spec().to_props(), "tpm": True})
+    assert err.value.key == "tpm"

@@ -43,6 +43,7 @@ GUESTS = {
                                InterfaceSpec("bridge", "br0", "52:54:00:00:00:03", "e1000"))),
     "kernel-boot": guest(kernel="/boot/vmlinuz", initrd="/boot/initrd.img", cmdline="console=ttyS0 root=/dev/vda",
                          graphics="vnc", cpu_priority="idle", vcpus=4),
+    "uefi-secure-boot": guest(firmware="uefi", secure_boot=True, tpm=True, seed=SEED, agent=True),
     "lvm-disk": guest(disk_path="/dev/guests/vm1", disk_format="raw", cpu_priority="batch"),
 }
 
