@@ -121,7 +121,7 @@ def _apply_power(spec: GuestSpec, dom: libvirt.virDomain, restart: bool) -> None
         dom.setAutostart(int(spec.autostart))
     active = bool(dom.isActive())
     if active and spec.running and restart:
-        how = domains.stop(dom, spec.shutdown_timeout)
+        how = domains.stop(dom, spec.shutdown_timeout, spec.agent)
         say(f"{spec.conn.host}: restarted {spec.name} ({how} shutdown) to apply the change")
         starts.start(spec.conn, dom)
     elif spec.running and not active:
@@ -130,7 +130,7 @@ def _apply_power(spec: GuestSpec, dom: libvirt.virDomain, restart: bool) -> None
         dom.resume()  # paused by hand, or left paused by a run that stopped before its guests were released
         say(f"{spec.conn.host}: resumed {spec.name}, which was paused")
     elif not spec.running and active:
-        domains.stop(dom, spec.shutdown_timeout)
+        domains.stop(dom, spec.shutdown_timeout, spec.agent)
 
 
 def _define_new(conn: libvirt.virConnect, spec: GuestSpec, uuid: str = "") -> libvirt.virDomain:
@@ -281,7 +281,7 @@ class GuestProvider(BaseProvider):
         spec = GuestSpec.from_props(props)
         dom = domains.by_uuid(session.virt(spec.conn), id_)
         if dom is not None:
-            how = domains.remove(dom, spec.shutdown_timeout)
+            how = domains.remove(dom, spec.shutdown_timeout, spec.agent)
             say(f"{spec.conn.host}: removed {spec.name} ({how} shutdown)")
         _drop_seed(spec.replace(seed=None), props.get("seed"))
 

@@ -133,7 +133,8 @@ def host_file(path: str) -> dict[str, str]:
     return {"inode": ino, "sha256": digest, "var": count}
 
 
-def test_uefi_guest_boots_and_keeps_its_nvram_across_a_memory_change(conn, uefi_disk, unique, sweep) -> None:
+def test_uefi_guest_boots_and_keeps_its_nvram_across_a_memory_change(conn, uefi_disk, unique, sweep,
+                                                                      capfd) -> None:
     """Through the Guest provider: `firmware: uefi` boots, a memory change (a restart-class update: the live
     definition merged, redefined with the same UUID, graceful restart) keeps the NVRAM, delete removes it."""
     name = f"fw-{unique}"
@@ -159,10 +160,15 @@ def test_uefi_guest_boots_and_keeps_its_nvram_across_a_memory_change(conn, uefi_
     assert before and int(before["var"]) >= 1, "the variable is not in the NVRAM file"
     assert not gp.read(uuid, made.outs).outs["xmlDrift"]  # what libvirt stored reads back as defined
 
-    # the update: more memory, restarted gracefully (the guest shuts down and writes nothing more)
+    # the update, once the guest has finished booting: more memory, restarted gracefully
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while run(dom, "systemctl is-system-running | grep -qxE 'running|degraded'") and time.monotonic() < deadline:
+        time.sleep(3)
     news = {**props, "memory": 768 << 20}
     assert gp.diff(uuid, made.outs, news).replaces == []
+    capfd.readouterr()
     updated = gp.update(uuid, made.outs, news).outs
+    assert f"restarted {name} (graceful shutdown)" in capfd.readouterr().err  # asked through its agent
     again = conn.lookupByUUIDString(uuid)
     assert again.maxMemory() == 768 << 10 and again.isActive()
     assert firmware.observe(ET.fromstring(again.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))["nvram"] == nvram
