@@ -161,8 +161,8 @@ def main() -> int:
             for _ in range(rounds):
                 ps.append(measure(peer.create, peer.plan, peer.destroy))
                 vs.append(measure(stack.up, lambda s=stack: s.preview("--expect-no-changes"), stack.destroy))
-            resources = 3 * n + 3 * len(HOSTS)  # virtfleet's: per host a Hypervisor, Host and BaseImage, per
-            # guest a Machine, Volume and Guest
+            resources = 2 * n + 3 * len(HOSTS)  # virtfleet's: per host a Hypervisor, Host and BaseImage, per
+            # guest a Volume and a Guest
             floor = floor_stack_of(tmp, resources, up=False, provider_host=not sdk_host)
             fs = [measure(floor.up, lambda f=floor: f.preview("--expect-no-changes"), floor.destroy)]
             for i, what in enumerate(("create", "no-op preview/plan", "destroy")):

@@ -45,6 +45,7 @@ section, so other users of the lab wait only for one section, and one run still 
 section that runs past SECTION_LIMIT s is stopped, swept and reported as failed.
 
 usage: bench/scale.py [--lock FILE] [--only peer|virtfleet] [--hosts H] [N ...]   (default N: 40 400, H: 16)
+       bench/scale.py --floor [N ...]      Pulumi's floor: as many do-nothing dynamic resources
        bench/scale.py --lab-memory
        after `. scripts/env.sh`, with `lab/lab.sh up 16` and bench/peer-build.sh built; VIRTFLEET_TRACE=FILE
        traces virtfleet's provider calls
@@ -72,7 +73,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.fleet import row, settle  # noqa: E402
+from bench.fleet import floor_stack_of, row, settle  # noqa: E402
 from bench.peer import PEER, Peer  # noqa: E402
 from providers.base_image import BaseImageProvider  # noqa: E402
 from providers.host import HostProvider  # noqa: E402
@@ -675,9 +676,31 @@ def report(results: dict[int, dict[str, Side]], hosts: list[str]) -> None:
                 print(f"N = {n}, {s}: FAILED: {side.failed}", flush=True)
 
 
+def floor(sizes: list[int], nhosts: int = 16) -> int:
+    """Pulumi's own floor at B6's sizes: as many do-nothing dynamic resources as virtfleet registers for N
+    guests on `nhosts` hosts (a Volume and a Guest per guest; a Hypervisor, Host and BaseImage per host), on
+    the project's provider host, refreshing first as virtfleet does.  No lab needed."""
+    tmp = tempfile.mkdtemp(prefix="virtfleet-b6floor-", dir=os.path.join(lab.ROOT, ".state"))
+    print(f"B6 floor: do-nothing dynamic resources, as many as virtfleet's for N guests on {nhosts} hosts")
+    row(["N", "resources", "operation", "floor (s)"])
+    row(["---"] * 4)
+    for n in sizes:
+        count = 2 * n + 3 * nhosts
+        st = floor_stack_of(tmp, count, up=False)
+        for op, run in (("create", st.up), ("no-op preview/plan", functools.partial(st.preview, "--expect-no-changes")),
+                        ("refresh", st.refresh), ("destroy", st.destroy)):
+            settle()
+            t0 = time.monotonic()
+            run()
+            row([str(n), str(count), op, f"{time.monotonic() - t0:.1f}"])
+    return 0
+
+
 def main() -> int:
     args = sys.argv[1:]
     only, nhosts, lock = "", 16, ""
+    if args[:1] == ["--floor"]:
+        return floor(sorted(int(a) for a in args[1:]) or [40, 400])
     if args == ["--lab-memory"]:
         h, rss, pss = lab_memory()
         print(f"lab: {h} hosts up; libvirtd+virtlogd+sshd: RSS {rss / 1024:.0f} MiB ({rss / 1024 / max(h, 1):.1f} "
