@@ -52,11 +52,15 @@ MEMORY = "96MiB"
 GRAPHICS = "none"
 PRIORITY = "normal"
 
-FLOOR_PROGRAM = '''
-import pulumi
+# the provider lives in a module of the project, as virtfleet's do: the engine then stores a class reference
+# (a provider defined in __main__ is pickled whole, and the SDK's pickling nests deeper with every resource:
+# RecursionError after ~300 of them)
+FLOOR_MODULE = '''
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
 
 class Nothing(ResourceProvider):
+    serialize_as_secret_always = False  # as virtfleet's: a class reference holds no secret
+
     def create(self, props):
         return CreateResult("x", props)
 
@@ -66,6 +70,10 @@ class Nothing(ResourceProvider):
 class R(Resource):
     def __init__(self, name):
         super().__init__(Nothing(), name, {"v": 1})
+'''
+FLOOR_PROGRAM = '''
+import pulumi
+from nothing import R
 
 for i in range(int(pulumi.Config().require("n"))):
     R(f"r{i}")
@@ -122,6 +130,8 @@ def floor_stack_of(tmp: str, count: int, up: bool = True, provider_host: bool = 
     nothing); `provider_host`: on the project's dynamic-provider host, and refreshing first, as virtfleet
     runs."""
     project = python_project(f"{tmp}/floor", "floor", FLOOR_PROGRAM, provider_host, refresh=True)
+    with open(os.path.join(project, "nothing.py"), "w") as f:
+        f.write(FLOOR_MODULE)
     stack = Stack(f"{tmp}/floor-state-{count}", "floor", project_dir=project)
     stack.run("config", "set", "n", str(count))
     if up:
