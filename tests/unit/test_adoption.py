@@ -3,8 +3,6 @@ Foreign domains go through libvirt's own parser (the in-process `test:///default
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import libvirt
 import pytest
 
@@ -15,14 +13,6 @@ pytestmark = pytest.mark.unit
 CONN = Connection(host="h1", address="192.0.2.1")
 DISK = "/var/lib/virtfleet/guests/web.qcow2"
 OWNER = Owner("virtfleet", "prod", "web")
-
-
-@pytest.fixture
-def test_driver() -> Iterator[libvirt.virConnect]:
-    libvirt.registerErrorHandler(lambda *_: None, None)
-    conn = libvirt.open("test:///default")
-    yield conn
-    conn.close()
 
 
 def spec(**changes: object) -> GuestSpec:

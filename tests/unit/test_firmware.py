@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 
 import libvirt
 import pytest
@@ -44,14 +43,6 @@ def emitted(fw: str, secure_boot: bool, tpm: bool, memory_kib: int = 524288) -> 
 def xml(root: ET.Element) -> str:
     ET.indent(root)
     return ET.tostring(root, encoding="unicode")
-
-
-@pytest.fixture
-def test_driver() -> Iterator[libvirt.virConnect]:
-    libvirt.registerErrorHandler(lambda *_: None, None)
-    conn = libvirt.open("test:///default")
-    yield conn
-    conn.close()
 
 
 def test_bios_adds_nothing() -> None:

@@ -8,7 +8,6 @@ field read back from libvirt's serialization equals the one read from ours.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 
 import libvirt
 import pytest
@@ -18,14 +17,6 @@ from providers.spec import Connection, GuestSpec, InterfaceSpec, NetworkSpec, Ow
 
 pytestmark = pytest.mark.unit
 CONN = Connection(host="t", address="192.0.2.1")
-
-
-@pytest.fixture
-def test_driver() -> Iterator[libvirt.virConnect]:
-    libvirt.registerErrorHandler(lambda *_: None, None)
-    conn = libvirt.open("test:///default")  # a fresh in-memory host per open
-    yield conn
-    conn.close()
 
 
 def guest(**changes: object) -> GuestSpec:
