@@ -44,6 +44,16 @@ def descendants(root: int) -> list[int]:
     return out
 
 
+def kill_tree(root: int) -> None:
+    """SIGKILL a process and all its descendants at once (plugins run in process groups of their own, so the
+    tree is walked): the CLI, its language host, the program and the provider die mid-run together."""
+    for pid in [root, *descendants(root)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def cleanup(stack: Stack, pairs: list[tuple[str, str]]) -> None:
     stack.destroy(check=False)
     for host, name in pairs:
@@ -105,13 +115,7 @@ def test_sigkill_mid_run_then_documented_recovery(tmp_path, unique) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (set(names) & set(lab.domains("h1") + lab.domains("h2"))):
             time.sleep(0.05)
-        # the CLI, its language host, the program and the provider, all at once (plugins run in
-        # process groups of their own, so walk the tree)
-        for pid in [proc.pid, *descendants(proc.pid)]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_tree(proc.pid)
         proc.wait(30)
         # the README's recovery: cancel a held lock if any, refresh clearing pending creates, up
         stack.run("cancel", "--yes", check=False)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -19,7 +18,7 @@ import pytest
 
 from tests import lab, s3
 from tests.e2e.fleet import config, guest
-from tests.e2e.test_faults import cleanup, descendants, owned_domains
+from tests.e2e.test_faults import cleanup, kill_tree, owned_domains
 from tests.pulumi_cli import Stack, python_project
 
 pytestmark = pytest.mark.e2e
@@ -132,12 +131,7 @@ def test_killed_run_leaves_a_lock_that_the_documented_recovery_clears(tmp_path, 
     try:
         wait_for("guest of the run on a host", lambda: set(names) & set(lab.domains("h1") + lab.domains("h2")),
                  timeout=90, proc=proc)
-        # the CLI, its language host, the program and the provider at once (test_faults does the same)
-        for pid in [proc.pid, *descendants(proc.pid)]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_tree(proc.pid)
         proc.wait(30)
         left = s3.locks(stack.name, team)
         assert [h["pid"] for h in left.values()] == [proc.pid], left
