@@ -52,6 +52,26 @@ NO_DISPLAY = """<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/
 """
 
 
+def tofu_config(guests: dict[str, list[str]], base: str, domain: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """main.tf.json for guests by lab host: a provider per host (the lab's key and pinned host keys), a 1 GiB
+    qcow2 overlay on `base` per guest, and its domain: the keys every guest has, plus `domain(guest)`."""
+    info = lab.info()
+    providers, volumes, domains = [], {}, {}
+    for host, gs in guests.items():
+        addr = info["hosts"][host]["address"]
+        providers.append({"alias": host, "uri": f"qemu+ssh://root@{addr}/system?keyfile={info['sshKeyFile']}"
+                                                f"&knownhosts={info['knownHosts']}"})
+        for g in gs:
+            volumes[g] = {"provider": f"libvirt.{host}", "name": f"{g}.qcow2", "pool": "guests",
+                          "base_volume_name": base, "base_volume_pool": "guests", "format": "qcow2",
+                          "size": 1 << 30}
+            domains[g] = {"provider": f"libvirt.{host}", "name": g, "type": "qemu", "vcpu": 1, "autostart": False,
+                          "disk": [{"volume_id": f"${{libvirt_volume.{g}.id}}"}], **domain(g)}
+    return {"terraform": {"required_providers": {"libvirt": {"source": "dmacvicar/libvirt"}}},
+            "provider": {"libvirt": providers},
+            "resource": {"libvirt_volume": volumes, "libvirt_domain": domains}}
+
+
 class Peer:
     """An OpenTofu working directory with the guests of one N, on the dev-override provider build."""
 
@@ -69,24 +89,10 @@ class Peer:
 
     @staticmethod
     def config(n: int, base: str, graphics: str) -> dict[str, Any]:
-        info = lab.info()
-        providers, volumes, domains = [], {}, {}
-        for host, gs in names(n, "p").items():
-            addr = info["hosts"][host]["address"]
-            providers.append({"alias": host, "uri": f"qemu+ssh://root@{addr}/system?keyfile={info['sshKeyFile']}"
-                                                    f"&knownhosts={info['knownHosts']}"})
-            for g in gs:
-                volumes[g] = {"provider": f"libvirt.{host}", "name": f"{g}.qcow2", "pool": "guests",
-                              "base_volume_name": base, "base_volume_pool": "guests", "format": "qcow2",
-                              "size": 1 << 30}
-                domains[g] = {"provider": f"libvirt.{host}", "name": g, "type": "qemu", "memory": MEMORY_MIB,
-                              "vcpu": 1, "running": True, "autostart": False,
-                              "disk": [{"volume_id": f"${{libvirt_volume.{g}.id}}"}],
-                              "network_interface": [{"macvtap": "eth0", "mac": mac_for(g).upper()}],
-                              **({"xml": [{"xslt": NO_DISPLAY}]} if graphics == "none" else {})}
-        return {"terraform": {"required_providers": {"libvirt": {"source": "dmacvicar/libvirt"}}},
-                "provider": {"libvirt": providers},
-                "resource": {"libvirt_volume": volumes, "libvirt_domain": domains}}
+        return tofu_config(names(n, "p"), base, lambda g: {
+            "memory": MEMORY_MIB, "running": True,
+            "network_interface": [{"macvtap": "eth0", "mac": mac_for(g).upper()}],
+            **({"xml": [{"xslt": NO_DISPLAY}]} if graphics == "none" else {})})
 
     def tofu(self, *args: str, ok: tuple[int, ...] = (0,)) -> None:
         proc = subprocess.run([os.path.join(PEER, "tofu"), *args, "-input=false", "-no-color"], cwd=self.dir,

@@ -74,7 +74,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.fleet import floor_stack_of, row, settle  # noqa: E402
-from bench.peer import PEER, Peer  # noqa: E402
+from bench.peer import PEER, Peer, tofu_config  # noqa: E402
 from providers.base_image import BaseImageProvider  # noqa: E402
 from providers.host import HostProvider  # noqa: E402
 from providers.trace import trace  # noqa: E402
@@ -301,22 +301,7 @@ class ScalePeer(Peer):
         super().__init__(tmp, n, base, "spice")
 
     def config(self, n: int, base: str, graphics: str) -> dict[str, Any]:  # type: ignore[override]
-        info = lab.info()
-        providers, volumes, domains = [], {}, {}
-        for host, gs in self.guests.items():
-            addr = info["hosts"][host]["address"]
-            providers.append({"alias": host, "uri": f"qemu+ssh://root@{addr}/system?keyfile={info['sshKeyFile']}"
-                                                    f"&knownhosts={info['knownHosts']}"})
-            for g in gs:
-                volumes[g] = {"provider": f"libvirt.{host}", "name": f"{g}.qcow2", "pool": "guests",
-                              "base_volume_name": base, "base_volume_pool": "guests", "format": "qcow2",
-                              "size": 1 << 30}
-                domains[g] = {"provider": f"libvirt.{host}", "name": g, "type": "qemu",
-                              "memory": self.memory.get(g, MEMORY_MIB), "vcpu": 1, "running": False,
-                              "autostart": False, "disk": [{"volume_id": f"${{libvirt_volume.{g}.id}}"}]}
-        return {"terraform": {"required_providers": {"libvirt": {"source": "dmacvicar/libvirt"}}},
-                "provider": {"libvirt": providers},
-                "resource": {"libvirt_volume": volumes, "libvirt_domain": domains}}
+        return tofu_config(self.guests, base, lambda g: {"memory": self.memory.get(g, MEMORY_MIB), "running": False})
 
     def change(self, g: str, mib: int) -> None:
         self.memory[g] = mib
