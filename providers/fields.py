@@ -10,6 +10,7 @@ one XMLProperty both ways.  Pure: nothing here touches a host.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,13 +68,21 @@ def field_of(*, key: str, change: str, default: Any = dataclasses.MISSING,
     return dataclasses.field(default=default, metadata={"virtfleet": meta})
 
 
-def metas(cls: type) -> list[tuple[str, Meta]]:
-    """(attribute name, declaration) of each declared field of a spec class, in declaration order."""
-    return [(f.name, f.metadata["virtfleet"]) for f in dataclasses.fields(cls) if "virtfleet" in f.metadata]
+@functools.cache
+def metas(cls: type) -> tuple[tuple[str, Meta], ...]:
+    """(attribute name, declaration) of each declared field of a spec class, in declaration order (read once
+    per class: every provider call parses a spec)."""
+    return tuple((f.name, f.metadata["virtfleet"]) for f in dataclasses.fields(cls) if "virtfleet" in f.metadata)
+
+
+@functools.cache
+def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(cls)}
 
 
 def _default(cls: type, name: str) -> Any:
-    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    """A field's default (a factory's made anew each time), or MISSING for a required field."""
+    f = _fields(cls)[name]
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:
@@ -100,7 +109,8 @@ def from_props(cls: type, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_props(spec: Any) -> dict[str, Any]:
-    return {m.key: dump(m, getattr(spec, name)) for name, m in metas(type(spec))}
+    cls: type = type(spec)
+    return {m.key: dump(m, getattr(spec, name)) for name, m in metas(cls)}
 
 
 def config_keys(cls: type) -> set[str]:
@@ -141,7 +151,8 @@ def norms(cls: type) -> dict[str, Callable[[Any], Any]]:
 
 def emit(root: ET.Element, spec: Any, part: str) -> None:
     """Write the fields of one part of the domain XML, in declaration order."""
-    for _, m in metas(type(spec)):
+    cls: type = type(spec)
+    for _, m in metas(cls):
         if m.xml is not None and m.xml.emit is not None and m.xml.part == part:
             m.xml.emit(root, spec)
 
