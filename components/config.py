@@ -26,7 +26,7 @@ from providers.spec import (
     InterfaceSpec,
     NetworkSpec,
     PoolSpec,
-    address_sources,
+    check_address_wait,
 )
 
 TOP_KEYS = {"images", "hosts", "sshPrivateKey"}
@@ -124,12 +124,7 @@ def _guest(key: str, gkey: str, host: str, g: Any, host_nic: str, images: dict[s
     interfaces = _interfaces(key, g, host_nic)
     values = fields.from_config(GuestSpec, key, g)
     firmware.check_combination(key, values["firmware"], values["secureBoot"], values["tpm"])
-    why = address_sources(values["agent"], interfaces)
-    if values["waitForAddress"] and why:
-        raise ConfigError(f"{key}.waitForAddress", f"nothing can tell this guest's address: {why}",
-                          "Set `agent: true` (the image needs qemu-guest-agent), or put an interface on a "
-                          "network (`interfaces: [{type: network, source: NAME, mac: ...}]`), or remove "
-                          "waitForAddress")
+    check_address_wait(key, values["waitForAddress"], values["agent"], interfaces)
     seed = cloudinit.render(f"{key}.cloudInit", g["cloudInit"], name) if g.get("cloudInit") is not None else None
     return GuestConf(
         key=gkey, host=host, name=name, values=values, seed=seed, disk_size=disk_size, image=image,

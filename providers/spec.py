@@ -408,27 +408,24 @@ class GuestSpec:
     def to_props(self) -> dict[str, Any]:
         return {**fields.to_props(self), "cloudInit": self.seed.seed.to_props() if self.seed else None}
 
-    @property
-    def address_sources(self) -> str:
-        """Why a wait for an address could never end, or '' when some source can answer."""
-        return address_sources(self.agent, self.interfaces)
-
     @classmethod
     def from_props(cls, p: dict[str, Any]) -> GuestSpec:
         spec = cls(**fields.from_props(cls, p))
         fw.check_combination("", spec.firmware, spec.secure_boot, spec.tpm)
-        if spec.wait_for_address and spec.address_sources:
-            raise v.ConfigError("waitForAddress", f"nothing can tell this guest's address: {spec.address_sources}",
-                                "Set `agent: true` (the image needs qemu-guest-agent), or put an interface on a "
-                                "libvirt network, or remove waitForAddress")
+        check_address_wait("", spec.wait_for_address, spec.agent, spec.interfaces)
         return spec
 
 
-def address_sources(agent: bool, interfaces: tuple[InterfaceSpec, ...]) -> str:
-    """Why a wait for an address could never end, or '' when some source can answer."""
-    if agent or any(i.type == "network" for i in interfaces):
-        return ""
-    return "the guest has no guest agent (agent: true) and no interface on a libvirt network (DHCP leases)"
+def check_address_wait(at: str, wait: int, agent: bool, interfaces: tuple[InterfaceSpec, ...]) -> None:
+    """A wait for addresses needs a source that can answer: the guest agent or a libvirt network's leases.
+    `at`: the guest's config path, e.g. hosts.athens.guests.web-1 ('' for a resource's own properties)."""
+    if wait and not agent and not any(i.type == "network" for i in interfaces):
+        raise v.ConfigError(f"{at}.waitForAddress" if at else "waitForAddress",
+                            "nothing can tell this guest's address: it has no guest agent (agent: true) and no "
+                            "interface on a libvirt network (DHCP leases)",
+                            "Set `agent: true` (the image needs qemu-guest-agent), or put an interface on a "
+                            "network (`interfaces: [{type: network, source: NAME, mac: ...}]`), or remove "
+                            "waitForAddress")
 
 
 def _seed(p: dict[str, Any]) -> SeedSpec | None:
