@@ -48,7 +48,7 @@ class BaseProvider(ResourceProvider):
     """
 
     spec_type: ClassVar[Any]
-    table: ClassVar[dict[str, str]]
+    table: ClassVar[difftab.Table]
     # the pickled provider (a class reference, no secrets) stays plain in the state: the SDK's default makes it
     # a secret in every resource's inputs and outputs, 3x its size and a cipher call per resource per write
     serialize_as_secret_always = False

@@ -11,54 +11,51 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import fields
-from .spec import GuestSpec
+from .spec import Connection, GuestSpec
+
+
+class Table(dict[str, str]):
+    """A change table: property -> "replace" | "restart" | "inplace" | "ignore", with what a key missing from
+    older state stands for (added after resources were created: no spurious change) and how a property's
+    values compare (a connection by where it points)."""
+
+    def __init__(self, changes: dict[str, str], defaults: dict[str, Any] | None = None,
+                 norms: dict[str, Callable[[Any], Any]] | None = None) -> None:
+        super().__init__(changes)
+        self.defaults = defaults or {}
+        self.norms = {"connection": Connection.identity, **(norms or {})}
+
+    def norm(self, key: str, value: Any) -> Any:
+        if value is None:
+            value = self.defaults.get(key)
+        norm = self.norms.get(key)
+        return norm(value) if norm is not None and value is not None else value
+
 
 # Guest: from the field declarations (GuestSpec), plus two keys that are not fields of the spec
-GUEST_TABLE: dict[str, str] = {
+GUEST_TABLE = Table({
     **fields.change_table(GuestSpec),
     "cloudInit": "ignore",     # the seed's content (secret); every change of it changes `seed`
     "xmlDrift": "inplace",     # live definition edited outside virtfleet: redefine
-}
+}, fields.defaults(GuestSpec), fields.norms(GuestSpec))
 
 # Volume: capacity grows in place (shrink refused in check); the rest replaces.
-VOLUME_TABLE: dict[str, str] = {
+VOLUME_TABLE = Table({
     "connection": "replace", "pool": "replace", "name": "replace", "mode": "replace",
     "capacity": "inplace", "deleteOnDestroy": "inplace",
     "baseVolume": "ignore",    # an existing disk keeps its own backing file; only new disks use the new base
     "baseFormat": "ignore",
     "adopt": "ignore",         # only matters at create: an existing disk is taken as is
-}
+})
 
-HOST_TABLE: dict[str, str] = {"connection": "replace", "pool": "replace", "hostNic": "inplace",
-                              "virtType": "inplace"}
+HOST_TABLE = Table({"connection": "replace", "pool": "replace", "hostNic": "inplace", "virtType": "inplace"})
 
 # Network: what needs the network restarted is applied only while no running guest uses it (network.py)
-NETWORK_TABLE: dict[str, str] = {"connection": "replace", "name": "replace", "mode": "inplace", "bridge": "inplace",
-                                 "address": "inplace", "dhcp": "inplace", "autostart": "inplace"}
+NETWORK_TABLE = Table({"connection": "replace", "name": "replace", "mode": "inplace", "bridge": "inplace",
+                       "address": "inplace", "dhcp": "inplace", "autostart": "inplace"})
 
-BASE_IMAGE_TABLE: dict[str, str] = {"connection": "replace", "pool": "replace", "digest": "replace",
-                                    "format": "replace", "image": "inplace", "source": "inplace",
-                                    "size": "replace"}
-
-
-def _norm_connection(c: Any) -> Any:
-    """Identity of a host connection: where it points, not how we authenticate."""
-    if isinstance(c, dict):
-        return (c.get("address"), int(c.get("port") or 22))
-    return c
-
-
-# what a key missing from older state means (added after resources were created: no spurious change), and
-# how a value is compared; the guest's come from its field declarations
-DEFAULTS: dict[str, dict[str, Any]] = {"guest": fields.defaults(GuestSpec)}
-NORMS: dict[str, Callable[[Any], Any]] = {"connection": _norm_connection, **fields.norms(GuestSpec)}
-
-
-def _norm(table: dict[str, str], key: str, value: Any) -> Any:
-    if value is None and table is GUEST_TABLE:
-        value = DEFAULTS["guest"].get(key)
-    norm = NORMS.get(key)
-    return norm(value) if norm is not None and value is not None else value
+BASE_IMAGE_TABLE = Table({"connection": "replace", "pool": "replace", "digest": "replace", "format": "replace",
+                          "image": "inplace", "source": "inplace", "size": "replace"})
 
 
 @dataclass
@@ -72,7 +69,7 @@ class Plan:
         return bool(self.changed)
 
 
-def plan(table: dict[str, str], olds: dict[str, Any], news: dict[str, Any]) -> Plan:
+def plan(table: Table, olds: dict[str, Any], news: dict[str, Any]) -> Plan:
     """Compare old outputs with new inputs on the table's keys; classify every difference."""
     p = Plan()
     for key, kind in table.items():
@@ -82,7 +79,7 @@ def plan(table: dict[str, str], olds: dict[str, Any], news: dict[str, Any]) -> P
             if olds.get("xmlDrift"):
                 p.changed.append(key)
             continue
-        if _norm(table, key, olds.get(key)) != _norm(table, key, news.get(key)):
+        if table.norm(key, olds.get(key)) != table.norm(key, news.get(key)):
             p.changed.append(key)
             if kind == "replace":
                 p.replaces.append(key)

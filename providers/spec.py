@@ -44,6 +44,14 @@ class Connection:
         host = f"[{self.address}]" if ":" in self.address else self.address  # an IPv6 address
         return f"qemu+ssh://{self.user}@{host}{port}/system"
 
+    @staticmethod
+    def identity(props: Any) -> Any:
+        """What a connection's properties compare by in a diff: where it points, not how we authenticate
+        (a re-pinned host key or another key file is not another host)."""
+        if isinstance(props, dict):
+            return (props.get("address"), int(props.get("port") or 22))
+        return props
+
     def to_props(self) -> dict[str, Any]:
         return {"host": self.host, "address": self.address, "port": self.port, "user": self.user,
                 "hostKey": self.host_key, "sshKeyFile": self.ssh_key_file}
@@ -340,8 +348,8 @@ class GuestSpec:
 
     conn: Connection = fields.field_of(
         key="connection", change="replace", load=lambda p: Connection.from_props(p.get("connection") or {}),
-        dump=Connection.to_props, norm=lambda c: (c.get("address"), int(c.get("port") or 22)) if isinstance(c, dict)
-        else c, doc="another host: a new domain there, the old one removed first")
+        dump=Connection.to_props, norm=Connection.identity,
+        doc="another host: a new domain there, the old one removed first")
     name: str = fields.field_of(
         key="name", change="replace", check=lambda k, x: v.name(k, x, "guest name"), xml=guestxml.NAME,
         doc="libvirt cannot rename a running domain; names are unique per host")
