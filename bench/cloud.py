@@ -1,7 +1,8 @@
 """Boot to address: a Debian 12 cloud guest (the lab's image, cloud-init from a NoCloud seed, TCG) on a
 libvirt NAT network, from the start of its `create` to the first answer of each address source, and to
-an SSH login with the key from its seed; in the same run, the same guest through `pulumi up` with
-`waitForAddress` (the time until the run has the address in its outputs).
+an SSH login with the key from its seed (the guest's host key, also from its seed, pinned); in the same
+run, the same guest through `pulumi up` with `waitForAddress` (the time until the run has the address in
+its outputs).
 
 Per round: the provider's own create (seed upload, define, start), then every 0.5 s each source is
 asked through libvirt (DHCP lease, guest agent, the host's neighbour table) and an SSH login is tried
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,8 +52,18 @@ def macs(n: int) -> tuple[str, str]:
     return (f"{MACS[0][:-2]}{n:02x}", f"{MACS[1][:-2]}{n:02x}")
 
 
-def cloud_init(name: str, n: int) -> dict:
+def guest_host_key(tmp: str) -> tuple[str, str]:
+    """(private, public) of an ed25519 host key made for this run: every round's guest gets it through
+    cloud-init, and SSH pins it."""
+    path = os.path.join(tmp, "guest_host_key")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path, "-C", "bench-cloud"], check=True)
+    with open(path) as private, open(f"{path}.pub") as public:
+        return private.read(), " ".join(public.read().split()[:2])
+
+
+def cloud_init(name: str, n: int, host_key: tuple[str, str]) -> dict:
     return {"hostname": name, "sshAuthorizedKeys": [open(lab.info()["sshKeyFile"] + ".pub").read().strip()],
+            "userData": {"ssh_keys": {"ed25519_private": host_key[0], "ed25519_public": host_key[1]}},
             "networkConfig": {"version": 2, "ethernets": {
                 "nat": {"match": {"macaddress": macs(n)[0]}, "dhcp4": True},
                 "lan": {"match": {"macaddress": macs(n)[1]}, "addresses": [f"{STATIC}/24"]}}}}
@@ -62,16 +74,17 @@ def interfaces(n: int) -> list[dict]:
             {"type": "direct", "source": "eth0", "mac": macs(n)[1], "model": "virtio"}]
 
 
-def ssh_ok(address: str) -> bool:
-    return lab.in_host("h1", "ssh", "-i", lab.info()["sshKeyFile"], "-o", "StrictHostKeyChecking=no",
-                       "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=3",
-                       f"root@{address}", "true", check=False).returncode == 0
+def ssh_ok(address: str, host_key: tuple[str, str], tmp: str) -> bool:
+    known = os.path.join(tmp, "known_hosts")
+    with open(known, "w") as f:
+        f.write(f"{address} {host_key[1]}\n")
+    return lab.ssh_guest("h1", address, known, "true").returncode == 0
 
 
-def provider_round(base: dict, n: int) -> dict[str, float]:
+def provider_round(base: dict, n: int, host_key: tuple[str, str], tmp: str) -> dict[str, float]:
     """The provider's create, then first answers per source and SSH, in seconds from the create's start."""
     name = f"bcloud{n}"
-    seed = cloudinit.render("cloudInit", cloud_init(name, n), name)
+    seed = cloudinit.render("cloudInit", cloud_init(name, n, host_key), name)
     vol = VolumeProvider().create(volume_props("h1", f"{name}.qcow2", base, capacity=3 << 30)).outs
     props = guest_props("h1", name, vol["path"], macs(n)[0], memory=512 << 20, agent=True, shutdownTimeout=60,
                         graphics="none", interfaces=interfaces(n), cloudInit=seed.to_props(),
@@ -91,7 +104,7 @@ def provider_round(base: dict, n: int) -> dict[str, float]:
                 seen[src] = time.monotonic() - t0
                 seen[f"{src} saw"] = ", ".join(f"{mac[-2:]}:{'/'.join(a)}" for mac, a in found[src].items() if a)
         lease = addresses.first(addresses.pick(interfaces(n)[:1], found, True))
-        if "ssh" not in seen and lease and ssh_ok(lease):
+        if "ssh" not in seen and lease and ssh_ok(lease, host_key, tmp):
             seen["ssh"] = time.monotonic() - t0
         time.sleep(0.5)
     gp.delete(made.id, made.outs)
@@ -99,14 +112,15 @@ def provider_round(base: dict, n: int) -> dict[str, float]:
     return seen
 
 
-def pulumi_round(tmp: str, n: int) -> float:
+def pulumi_round(tmp: str, n: int, host_key: tuple[str, str]) -> float:
     """`pulumi up` of the same guest with waitForAddress: seconds until the run ends with its addresses."""
     name = f"bcloudp{n}"
     cfg = config({"h1": {name: {"memory": "512MiB", "image": "debian12", "diskSize": 3, "agent": True,
                                 "graphics": "none", "shutdownTimeout": 60,
                                 "waitForAddress": 600, "autostart": False, "deleteDiskOnDestroy": True,
                                 "interfaces": [{"type": i["type"], "source": i["source"], "mac": i["mac"]}
-                                               for i in interfaces(10 + n)], "cloudInit": cloud_init(name, 10 + n)}}})
+                                               for i in interfaces(10 + n)],
+                                "cloudInit": cloud_init(name, 10 + n, host_key)}}})
     cfg["images"] = {"debian12": {"path": IMAGE}}
     cfg["hosts"]["h1"]["networks"] = {NET["name"]: {k: NET[k] for k in ("mode", "bridge", "address", "dhcp")}}
     stack = Stack(tmp, f"bcloud{n}", cfg)
@@ -128,16 +142,17 @@ def main() -> None:
     net = NetworkProvider().create({"connection": lab.connection_props("h1"), **NET})
     results, ups = [], []
     with tempfile.TemporaryDirectory() as tmp:
+        host_key = guest_host_key(tmp)
         try:
             for n in range(rounds):
                 settle()
-                results.append(provider_round(base, n))
+                results.append(provider_round(base, n, host_key, tmp))
                 print(f"round {n + 1}: " + ", ".join(f"{k} {v:.1f}s" if isinstance(v, float) else f"{k} [{v}]"
                                                       for k, v in results[-1].items()), flush=True)
             NetworkProvider().delete(net.id, net.outs)
             for n in range(rounds):
                 settle()
-                ups.append(pulumi_round(os.path.join(tmp, str(n)), n))
+                ups.append(pulumi_round(os.path.join(tmp, str(n)), n, host_key))
                 print(f"pulumi up round {n + 1}: {ups[-1]:.1f}s", flush=True)
         finally:
             with_net = lab.virsh("h1", "net-list", "--all", "--name", check=False)

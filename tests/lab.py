@@ -51,6 +51,14 @@ def in_host(host: str, *argv: str, check: bool = True) -> subprocess.CompletedPr
                           timeout=300, check=check)
 
 
+def ssh_guest(host: str, address: str, known_hosts: str, *command: str) -> subprocess.CompletedProcess[str]:
+    """ssh as root from inside a lab host into one of its guests with the lab's client key, the guest's host
+    key pinned by `known_hosts` (never trusted on first sight)."""
+    return in_host(host, "ssh", "-i", info()["sshKeyFile"], "-o", f"UserKnownHostsFile={known_hosts}",
+                   "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+                   f"root@{address}", *command, check=False)
+
+
 def domain_state(host: str, name: str) -> str:
     """'running', 'shut off', or 'missing'."""
     out = subprocess.run(["bash", LAB_SH, "exec", host.lstrip("h"), "virsh", "-q", "domstate", name],

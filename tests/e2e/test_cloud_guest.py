@@ -17,20 +17,10 @@ from tests.pulumi_cli import Stack
 
 pytestmark = pytest.mark.e2e
 IMAGE = os.path.join(lab.LAB_DIR, "cloud", "debian12.qcow2")
-USER = "root"  # the lab image has no default user: cloud-init gives root the sshAuthorizedKeys
-
-
-def ssh_in(host: str, address: str, known_hosts: str, *command: str) -> subprocess.CompletedProcess[str]:
-    """ssh from inside a lab host into its guest with the lab's client key, the guest's key pinned."""
-    return lab.in_host(host, "ssh", "-i", lab.info()["sshKeyFile"], "-o", f"UserKnownHostsFile={known_hosts}",
-                       "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-                       f"{USER}@{address}", *command, check=False)
-
-
 def wait_ssh(host: str, address: str, known_hosts: str, timeout: float = 420) -> str:
     deadline = time.monotonic() + timeout
     while True:
-        proc = ssh_in(host, address, known_hosts, "hostname")
+        proc = lab.ssh_guest(host, address, known_hosts, "hostname")
         if proc.returncode == 0 or time.monotonic() > deadline:
             assert proc.returncode == 0, proc.stderr
             return proc.stdout.strip()
