@@ -60,7 +60,7 @@ def test_remote_commands_cannot_be_injected(unique) -> None:
 
 def test_no_option_disables_host_key_verification() -> None:
     forbidden = ("no_verify", "StrictHostKeyChecking=no", "AutoAddPolicy", "WarningPolicy", "known_hosts_verify")
-    for folder in ("providers", "components", "lab", "scripts"):
+    for folder in ("providers", "components", "lab", "scripts", "bench", "plugin"):
         for root, _, files in os.walk(os.path.join(lab.ROOT, folder)):
             for name in files:
                 if name.endswith((".py", ".sh")):
