@@ -50,10 +50,12 @@ class Machine:
              # user-data may hold passwords and keys: a secret in the state and the preview, always
              "cloudInit": pulumi.Output.secret(seed.seed.to_props()) if seed else None},
             pulumi.ResourceOptions(aliases=was, depends_on=[self.volume, *networks]))
-        self.outputs = {
-            "host": conf.host, "uuid": self.guest.uuid, "mac": conf.interfaces[0].mac, "ip": conf.values["ip"],
-            "address": self.guest.address, "addresses": self.guest.addresses,
-            "state": self.guest.state, "uri": self.guest.uri, "console": self.guest.consoleCommand,
-            "virtManager": f"virt-manager --connect '{spec.conn.uri}' --show-domain-console {conf.name}",
-            "disk": self.volume.path,
-        }
+        # one Output per guest for the stack's `guests` export: the SDK waits on every pending Output at each step,
+        # and a dict of eleven would be eleven of them per guest until its create is done
+        static = {"host": conf.host, "mac": conf.interfaces[0].mac, "ip": conf.values["ip"],
+                  "virtManager": f"virt-manager --connect '{spec.conn.uri}' --show-domain-console {conf.name}"}
+        g = self.guest
+        self.outputs = pulumi.Output.all(g.uuid, g.address, g.addresses, g.state, g.uri, g.consoleCommand,
+                                         self.volume.path).apply(
+            lambda o: {**static, "uuid": o[0], "address": o[1], "addresses": o[2], "state": o[3], "uri": o[4],
+                       "console": o[5], "disk": o[6]})

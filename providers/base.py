@@ -8,7 +8,16 @@ import os
 import sys
 from typing import Any, ClassVar
 
-from pulumi.dynamic import CheckFailure, CheckResult, ConfigureRequest, DiffResult, ResourceProvider
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    ConfigureRequest,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    ResourceProvider,
+    UpdateResult,
+)
 from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
 
@@ -19,11 +28,56 @@ from .spec import host_connections
 from .trace import trace, traced
 
 PROVIDER_KEY = "__provider"
+SPEC_KEY = "spec"
 
 
 def inputs_of(props: dict[str, Any]) -> dict[str, Any]:
     """Props without the engine's pickled provider."""
     return {k: v for k, v in props.items() if k != PROVIDER_KEY}
+
+
+def flat(props: dict[str, Any]) -> dict[str, Any]:
+    """The provider's view of a resource's properties: the ones nested under `spec` (see `nested`) merged with
+    the top-level ones.  State written before the nesting is flat already."""
+    inner = props.get(SPEC_KEY)
+    if not isinstance(inner, dict):
+        return props
+    return {**{k: v for k, v in props.items() if k != SPEC_KEY}, **inner}
+
+
+def nested(props: dict[str, Any], top: frozenset[str]) -> dict[str, Any]:
+    """The properties as the program registers them and the state keeps them: `top` keys (and the pickled
+    provider) at the top level, all others under `spec`.  The SDK makes an Output for each top-level key of a
+    resource and waits on all pending ones at every step, so one `spec` instead of thirty keys per resource
+    is what keeps a large stack's program from growing quadratically."""
+    return {**{k: v for k, v in props.items() if k in top or k == PROVIDER_KEY},
+            SPEC_KEY: {k: v for k, v in props.items() if k not in top and k != PROVIDER_KEY}}
+
+
+def _layered(name: str, fn: Any, top: frozenset[str]) -> Any:
+    """`fn` (a provider method written against flat properties) taking and returning nested ones."""
+    def replaced(keys: list[str] | None) -> list[str] | None:
+        return None if keys is None else sorted({k if k in top else SPEC_KEY for k in keys})
+
+    def outs(r: Any) -> Any:
+        if getattr(r, "outs", None):
+            r.outs = nested(r.outs, top)
+        return r
+
+    def call(self: Any, *args: Any) -> Any:
+        args = tuple(flat(a) if isinstance(a, dict) else a for a in args)
+        r = fn(self, *args)
+        if isinstance(r, CheckResult):
+            return CheckResult(nested(r.inputs, top), r.failures)
+        if isinstance(r, DiffResult):
+            return DiffResult(r.changes, replaced(r.replaces), replaced(r.stables), r.delete_before_replace)
+        if isinstance(r, (CreateResult, ReadResult, UpdateResult)):
+            return outs(r)
+        return r
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = fn.__doc__
+    call.layered = True  # type: ignore[attr-defined]
+    return call
 
 
 def has_unknowns(value: Any) -> bool:
@@ -52,9 +106,15 @@ class BaseProvider(ResourceProvider):
     # the pickled provider (a class reference, no secrets) stays plain in the state: the SDK's default makes it
     # a secret in every resource's inputs and outputs, 3x its size and a cipher call per resource per write
     serialize_as_secret_always = False
+    # Properties kept at the top level when the others are nested under `spec` (`nested`); None: all flat.
+    top: ClassVar[frozenset[str] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.top is not None:  # the methods below see flat properties, the engine nested ones
+            for name in ("check", "diff", "create", "read", "update", "delete"):
+                if not getattr(getattr(cls, name), "layered", False):
+                    setattr(cls, name, _layered(name, getattr(cls, name), cls.top))
         if os.environ.get("VIRTFLEET_TRACE"):  # every provider call, timed, in the trace file
             for name in ("check", "diff", "create", "read", "update", "delete"):
                 if name in cls.__dict__:

@@ -32,14 +32,16 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, 
 
 from . import addresses, adoption, cloudinit, xmlgen
 from . import diff as difftab
-from .base import BaseProvider, has_unknowns, inputs_of, say
+from .base import BaseProvider, has_unknowns, inputs_of, nested, say
 from .errors import HostError, UnsafeChangeError
 from .remote import addresses as remote_addresses
 from .remote import domains, session, starts, storage
 from .spec import GuestSpec
 
-LIVE_KEYS = ("uuid", "state", "xmlDrift", "restartOnUpdate", "consoleCommand", "uri", "addresses", "address",
-             "definedDevices", "unmanaged")
+# what the program reads of a guest; with what only the provider reads, and the secret user-data (a nested
+# value would lose its secrecy in the outputs), kept beside the nested inputs (`base.nested`)
+OUTPUT_KEYS = ("uuid", "state", "consoleCommand", "uri", "addresses", "address", "unmanaged")
+TOP_KEYS = frozenset((*OUTPUT_KEYS, "xmlDrift", "restartOnUpdate", "definedDevices", "cloudInit"))
 
 
 def _macs(*interfaces: Any) -> set[str]:
@@ -204,6 +206,7 @@ def _preview_adoption(spec: GuestSpec) -> str:
 class GuestProvider(BaseProvider):
     spec_type = GuestSpec
     table = difftab.GUEST_TABLE
+    top = TOP_KEYS
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         result = super().check(olds, news)
@@ -289,7 +292,6 @@ class GuestProvider(BaseProvider):
 class Guest(Resource, module="virtfleet", name="Guest"):
     uuid: pulumi.Output[str]
     state: pulumi.Output[str]
-    running: pulumi.Output[bool]
     uri: pulumi.Output[str]
     consoleCommand: pulumi.Output[str]
     addresses: pulumi.Output[list]
@@ -297,5 +299,4 @@ class Guest(Resource, module="virtfleet", name="Guest"):
     unmanaged: pulumi.Output[list]
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(GuestProvider(), name,
-                         {**props, **{k: None for k in LIVE_KEYS if k not in props}}, opts)
+        super().__init__(GuestProvider(), name, {**nested(props, TOP_KEYS), **{k: None for k in OUTPUT_KEYS}}, opts)

@@ -19,11 +19,14 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, 
 
 from . import adoption, xmlgen
 from . import diff as difftab
-from .base import BaseProvider, inputs_of, say
+from .base import BaseProvider, inputs_of, nested, say
 from .errors import HostError, UnsafeChangeError
 from .remote import bases, domains, session, storage
 from .spec import VolumeSpec
 from .units import human
+
+# the program reads `path` and `adopted`; `basePath` is the provider's; the inputs are nested (`base.nested`)
+TOP_KEYS = frozenset(("path", "adopted", "basePath"))
 
 
 def _base(spec: VolumeSpec, p: libvirt.virStoragePool) -> libvirt.virStorageVol:
@@ -103,6 +106,7 @@ def _copy_into_lv(spec: VolumeSpec, p: libvirt.virStoragePool, base: libvirt.vir
 class VolumeProvider(BaseProvider):
     spec_type = VolumeSpec
     table = difftab.VOLUME_TABLE
+    top = TOP_KEYS
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         result = super().check(olds, news)
@@ -188,5 +192,4 @@ class Volume(Resource, module="virtfleet", name="Volume"):
     adopted: pulumi.Output[bool]
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(VolumeProvider(), name, {**props, "path": None, "adopted": None,
-                                                  "basePath": None}, opts)
+        super().__init__(VolumeProvider(), name, {**nested(props, TOP_KEYS), "path": None, "adopted": None}, opts)

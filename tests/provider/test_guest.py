@@ -37,7 +37,7 @@ def test_lifecycle(disk, unique, sweep) -> None:
     made = gp.create(props)
     uuid = made.id
     assert lab.domain_state("h1", name) == "running"
-    assert made.outs["uuid"] == uuid and made.outs["running"] is True and made.outs["xmlDrift"] is False
+    assert made.outs["uuid"] == uuid and made.outs["spec"]["running"] is True and made.outs["xmlDrift"] is False
     assert "urn:virtfleet:owner:1" in lab.virsh("h1", "dumpxml", name)
     read = gp.read(uuid, made.outs)
     assert read.id == uuid and not gp.diff(uuid, read.outs, props).changes
@@ -57,24 +57,24 @@ def test_lifecycle(disk, unique, sweep) -> None:
     # a cosmetic change (autostart) never restarts
     pid = lab.uptime_of("h1", name)
     flipped = gp.update(uuid, updated.outs, dict(bigger, autostart=True))
-    assert flipped.outs["autostart"] is True and lab.uptime_of("h1", name) == pid
+    assert flipped.outs["spec"]["autostart"] is True and lab.uptime_of("h1", name) == pid
 
     # stopped outside with virsh destroy: read as stopped; update starts it again
     lab.virsh("h1", "destroy", name)
     stopped = gp.read(uuid, flipped.outs)
-    assert stopped.id == uuid and stopped.outs["running"] is False and stopped.outs["state"] == "shutoff"
+    assert stopped.id == uuid and stopped.outs["spec"]["running"] is False and stopped.outs["state"] == "shutoff"
     assert gp.diff(uuid, stopped.outs, dict(bigger, autostart=True)).changes
     restarted = gp.update(uuid, stopped.outs, dict(bigger, autostart=True))
-    assert restarted.outs["running"] is True and lab.domain_state("h1", name) == "running"
+    assert restarted.outs["spec"]["running"] is True and lab.domain_state("h1", name) == "running"
 
     # paused outside (or left paused by a run stopped before it released its guests): not running; resumed
     pid = lab.uptime_of("h1", name)
     lab.virsh("h1", "suspend", name)
     paused = gp.read(uuid, restarted.outs)
-    assert paused.outs["running"] is False and paused.outs["state"] == "paused"
+    assert paused.outs["spec"]["running"] is False and paused.outs["state"] == "paused"
     assert gp.diff(uuid, paused.outs, dict(bigger, autostart=True)).changes
     resumed = gp.update(uuid, paused.outs, dict(bigger, autostart=True))
-    assert resumed.outs["running"] is True and resumed.outs["state"] == "running"
+    assert resumed.outs["spec"]["running"] is True and resumed.outs["state"] == "running"
     assert lab.domain_state("h1", name) == "running" and lab.uptime_of("h1", name) == pid  # the same QEMU
 
     # definition edited outside: drift seen, update restores it with the same UUID
@@ -149,7 +149,7 @@ def test_replace_fields_and_delete_before_replace(disk, unique) -> None:
     outs = dict(props, uuid="u", running=True)
     moved = dict(props, connection=dict(props["connection"], address="10.200.0.12"))
     d = GuestProvider().diff("u", outs, moved)
-    assert d.replaces == ["connection"] and d.delete_before_replace is True
+    assert d.replaces == ["spec"] and d.delete_before_replace is True  # the connection, in the nested inputs
 
 
 def _vcpu_policies(name: str) -> dict[str, int]:
@@ -183,7 +183,7 @@ def test_cpu_priority_idle_applies_to_the_whole_guest(disk, unique, sweep) -> No
     assert gp.read(made.id, made.outs).outs["xmlDrift"] is False
     back = gp.update(made.id, made.outs, guest_props("h1", name, disk, _mac(unique), vcpus=2, cpuPriority="normal",
                                                  shutdownTimeout=0))
-    assert back.outs["cpuPriority"] == "normal"
+    assert back.outs["spec"]["cpuPriority"] == "normal"
     assert set(_vcpu_policies(name).values()) == {os.SCHED_OTHER}, "restarted with normal vCPUs"
     gp.delete(made.id, back.outs)
 

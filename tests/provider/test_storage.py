@@ -184,12 +184,12 @@ def test_volume_overlay_copy_grow_shrink_keep(hosts, unique) -> None:
     made = vp.create(props)
     xml = lab.virsh("h1", "vol-dumpxml", "--pool", "guests", f"ov-{unique}.qcow2")
     assert base["path"] in xml and "<format type='qcow2'/>" in xml
-    assert vp.read(made.id, made.outs).outs["capacity"] == 1 << 30
+    assert vp.read(made.id, made.outs).outs["spec"]["capacity"] == 1 << 30
     # grow in place
     bigger = dict(props, capacity=2 << 30)
     assert vp.diff(made.id, made.outs, bigger).changes and not vp.diff(made.id, made.outs, bigger).replaces
     grown = vp.update(made.id, made.outs, bigger)
-    assert vp.read(made.id, grown.outs).outs["capacity"] == 2 << 30
+    assert vp.read(made.id, grown.outs).outs["spec"]["capacity"] == 2 << 30
     # shrink refused before anything runs
     failures = vp.check(grown.outs, dict(props, capacity=1 << 30)).failures
     assert failures and failures[0].property == "capacity" and "refused" in failures[0].reason

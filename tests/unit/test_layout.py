@@ -1,0 +1,118 @@
+"""Guest and Volume properties nested under `spec` in the program and the state, flat in the provider's methods;
+state written before the nesting still reads, diffs and deletes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
+
+from providers.base import BaseProvider, flat, nested
+from providers.diff import VOLUME_TABLE
+from providers.guest import OUTPUT_KEYS, TOP_KEYS, GuestProvider
+from providers.spec import VolumeSpec
+from providers.volume import VolumeProvider
+
+from .test_diff import OLD
+
+pytestmark = pytest.mark.unit
+
+TOP = frozenset(("path",))
+
+
+class Recorder(BaseProvider):
+    """Records what its methods are given; answers with what a provider written for flat properties would."""
+
+    spec_type = VolumeSpec
+    table = VOLUME_TABLE
+    top = TOP
+    seen: list[tuple[str, tuple[Any, ...]]] = []
+
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        self.seen.append(("check", (olds, news)))
+        return CheckResult({**news, "path": "/checked"}, [])
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        self.seen.append(("diff", (id_, olds, news)))
+        return DiffResult(changes=True, replaces=["name", "pool", "path"], delete_before_replace=True)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        self.seen.append(("create", (props,)))
+        return CreateResult("id", {**props, "path": "/p"})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        self.seen.append(("read", (id_, props)))
+        return ReadResult(id_, {**props, "path": "/p"}) if props.get("name") != "gone" else ReadResult(None, {})
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        self.seen.append(("update", (id_, olds, news)))
+        return UpdateResult({**news, "path": "/p"})
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        self.seen.append(("delete", (id_, props)))
+
+
+FLAT = {"__provider": "pickled", "name": "d", "pool": "p", "capacity": 1, "path": None}
+NESTED = {"__provider": "pickled", "path": None, "spec": {"name": "d", "pool": "p", "capacity": 1}}
+
+
+def test_nested_and_flat_are_inverse() -> None:
+    assert nested(FLAT, TOP) == NESTED
+    assert flat(NESTED) == FLAT
+    assert flat(FLAT) is FLAT  # state from before the nesting: as it is
+
+
+@pytest.mark.parametrize("given", [NESTED, FLAT], ids=["nested", "flat state from before"])
+def test_methods_see_flat_and_answer_nested(given: dict[str, Any]) -> None:
+    p, Recorder.seen = Recorder(), []
+    assert p.check(given, given).inputs == {**NESTED, "path": "/checked"}
+    d = p.diff("id", given, given)
+    assert d.replaces == ["path", "spec"] and d.changes is True and d.delete_before_replace is True
+    assert p.create(given).outs == {**NESTED, "path": "/p"}
+    assert p.read("id", given).outs == {**NESTED, "path": "/p"}
+    assert p.update("id", given, given).outs == {**NESTED, "path": "/p"}
+    p.delete("id", given)
+    for name, args in Recorder.seen:
+        assert all(a == FLAT for a in args if isinstance(a, dict)), name
+    gone = {**given, "spec": {**given["spec"], "name": "gone"}} if "spec" in given else {**given, "name": "gone"}
+    assert p.read("id", gone).outs == {}  # not found: nothing to nest
+
+
+def test_a_subclass_is_not_nested_twice() -> None:
+    class Again(Recorder):
+        pass
+
+    assert Again().create(NESTED).outs == {**NESTED, "path": "/p"}
+
+
+def test_guest_program_keys() -> None:
+    """The program registers one `spec` and what it reads; the user-data stays a top-level (secret) input."""
+    props = {**OLD, "cloudInit": {"userData": "secret"}}
+    shape = nested(props, TOP_KEYS)
+    assert set(shape) - {"spec", "__provider"} == {"uuid", "state", "cloudInit"} and "cloudInit" not in shape["spec"]
+    assert set(OUTPUT_KEYS) <= TOP_KEYS and {"memory", "connection", "name"} <= set(shape["spec"])
+
+
+def test_guest_diff_old_flat_state_against_nested_inputs() -> None:
+    """An upgraded program's nested inputs against a guest's flat outputs from before: no change; a real change
+    is still classed by the table, and a replacement names `spec`."""
+    gp = GuestProvider()
+    news = nested({**OLD, "uuid": None, "state": None}, TOP_KEYS)
+    assert not gp.diff("u", OLD, news).changes
+    bigger = nested({**OLD, "memory": 2 << 30}, TOP_KEYS)
+    d = gp.diff("u", OLD, bigger)
+    assert d.changes and not d.replaces
+    moved = nested({**OLD, "name": "g2"}, TOP_KEYS)
+    assert gp.diff("u", nested(OLD, TOP_KEYS), moved).replaces == ["spec"]
+
+
+def test_volume_check_refuses_shrink_through_the_nesting() -> None:
+    vp = VolumeProvider()
+    props = {"connection": {"address": "10.0.0.1", "host": "h1", "port": 22}, "pool": "p", "name": "d.qcow2",
+             "capacity": 2 << 30, "mode": "overlay", "baseVolume": "b", "baseFormat": "qcow2", "deleteOnDestroy": False,
+             "__provider": "x"}
+    top = frozenset(("path", "adopted", "basePath"))
+    smaller = nested({**props, "capacity": 1 << 30}, top)
+    failures = vp.check(nested(props, top), smaller).failures
+    assert [f.property for f in failures] == ["capacity"] and "shrink" in failures[0].reason
