@@ -2,7 +2,8 @@
 16 lab hosts, side by side in one run: N guests defined but NOT running (`running: false`; the peer's
 `running = false`), so what is measured is the control plane, not TCG boots.
 
-Per N, each side alone on the lab (the peer first, then virtfleet; before every timed phase the machine
+Per N, each side alone on the lab (the peer first, then virtfleet, then virtfleet-skip: virtfleet with Pulumi's
+documented PULUMI_SKIP_CHECKPOINTS=true, README "Large fleets"; before every timed phase the machine
 settles, SETTLE s at most, and no SSH connection is left open):
   create    `tofu apply` from empty              vs `pulumi up` from empty
   no-op     `tofu plan` (refreshes)              vs `pulumi preview` (the project's `refresh: always`)
@@ -44,7 +45,8 @@ and the bases let go.  `--lock FILE` takes FILE (the lab's lock, /tmp/vf-lab.loc
 section, so other users of the lab wait only for one section, and one run still measures both sides; a
 section that runs past SECTION_LIMIT s is stopped, swept and reported as failed.
 
-usage: bench/scale.py [--lock FILE] [--only peer|virtfleet] [--hosts H] [N ...]   (default N: 40 400, H: 16)
+usage: bench/scale.py [--lock FILE] [--only peer|virtfleet|virtfleet-skip] [--hosts H] [N ...]
+       (default N: 40 400, H: 16)
        bench/scale.py --floor [N ...]      Pulumi's floor: as many do-nothing dynamic resources
        bench/scale.py --lab-memory
        after `. scripts/env.sh`, with `lab/lab.sh up 16` and bench/peer-build.sh built; VIRTFLEET_TRACE=FILE
@@ -90,6 +92,11 @@ SECTION_LIMIT = 520  # seconds one side at one N may take (a hold of the lab loc
 SETTLE = 5  # seconds at most that a phase waits for the CPUs to calm down (B6 boots no guest of its own; other
 # users' guests may keep the CPUs a little busy for good, at nice 19)
 PREFIX = "b6"
+# the sides: the peer; virtfleet as set up by scripts/env.sh; virtfleet with Pulumi's documented
+# PULUMI_SKIP_CHECKPOINTS (the state written once at the end, not after every step: README "Large fleets")
+SIDES = ("peer", "virtfleet", "virtfleet-skip")
+SIDE_ENV: dict[str, dict[str, str | None]] = {"virtfleet-skip": {"PULUMI_SKIP_CHECKPOINTS": "true"}}
+LETTER = {"peer": "p", "virtfleet": "v", "virtfleet-skip": "s"}  # in the guests' names: b6p400-000, b6v.., b6s..
 OPS = ("create", "no-op preview/plan", "refresh", "change 1 guest", "destroy")
 NOTES = {"create": "not like for like: the peer starts, then powers off, every guest (its running = false)",
          "change 1 guest": "not like for like: the peer replaces the domain (memory is ForceNew), starting and "
@@ -97,7 +104,7 @@ NOTES = {"create": "not like for like: the peer starts, then powers off, every g
 
 
 def names(n: int, side: str, hosts: list[str]) -> dict[str, list[str]]:
-    """N guests round-robin over the hosts: b6p400-000 (peer) / b6v400-000 (virtfleet)."""
+    """N guests round-robin over the hosts, named by the side's letter: b6p400-000 (peer), b6v400-000, ..."""
     out: dict[str, list[str]] = {h: [] for h in hosts}
     for i in range(n):
         out[hosts[i % len(hosts)]].append(f"{PREFIX}{side}{n}-{i:03d}")
@@ -248,7 +255,7 @@ class Sampler(threading.Thread):
                     mine.add(c)
                     todo.append(c)
         holders = set(mine)
-        if side == "virtfleet":  # its masters are daemons (`ssh -f`), no longer our descendants
+        if side.startswith("virtfleet"):  # its masters are daemons (`ssh -f`), no longer our descendants
             holders |= {pid for pid, (_, comm, cmd, _) in procs.items() if comm == "ssh" and "[mux]" in cmd}
         socks = self._sockets()
         counts: dict[str, int] = {}
@@ -313,12 +320,14 @@ class ScalePeer(Peer):
 
 
 class ScaleFleet:
-    """A virtfleet stack of N not-running guests over the given hosts."""
+    """A virtfleet stack of N not-running guests over the given hosts, for one virtfleet side."""
 
-    def __init__(self, tmp: str, n: int, hosts: list[str]) -> None:
-        self.guests = names(n, "v", hosts)
+    def __init__(self, tmp: str, n: int, hosts: list[str], side: str) -> None:
+        self.letter = LETTER[side]
+        self.guests = names(n, self.letter, hosts)
         self.memory: dict[str, int] = {}
-        self.stack = Stack(os.path.join(tmp, f"v{n}"), f"b6v{n}", self.config())
+        self.stack = Stack(os.path.join(tmp, f"{self.letter}{n}"), f"b6{self.letter}{n}", self.config(),
+                           env=SIDE_ENV.get(side))
 
     def config(self) -> dict[str, Any]:
         one = {"graphics": "spice", "running": False, "autostart": False, "deleteDiskOnDestroy": True}
@@ -441,19 +450,20 @@ def run_peer(side: Side, tmp: str, n: int, base: str) -> None:
 
 def run_virtfleet(side: Side, tmp: str, n: int) -> None:
     hosts = side.hosts
-    fleet = ScaleFleet(tmp, n, hosts)
+    fleet = ScaleFleet(tmp, n, hosts, side.name)
     stack = fleet.stack
+    prefix = f"{PREFIX}{fleet.letter}{n}-"
     changed = fleet.guests[hosts[0]][0]
     try:
         side.timed("create", stack.up)
-        check_fleet(hosts, fleet.guests, f"{PREFIX}v{n}-")
+        check_fleet(hosts, fleet.guests, prefix)
         side.timed("no-op preview/plan", lambda: stack.preview("--expect-no-changes"))
         side.timed("refresh", stack.refresh)
         fleet.change(changed, CHANGED_MIB)
         side.timed("change 1 guest", stack.up)
-        check_fleet(hosts, fleet.guests, f"{PREFIX}v{n}-", changed)
+        check_fleet(hosts, fleet.guests, prefix, changed)
         side.timed("destroy", stack.destroy)
-        check_fleet(hosts, {}, f"{PREFIX}v{n}-")
+        check_fleet(hosts, {}, prefix)
     finally:
         if "destroy" not in side.seconds and not isinstance(sys.exc_info()[1], SectionTimeout):
             proc = stack.destroy(check=False)
@@ -574,28 +584,33 @@ def report(results: dict[int, dict[str, Side]], hosts: list[str]) -> None:
     sizes = sorted(results)
     print(flush=True)
     print(f"B6: {len(hosts)} hosts, guests defined, not running; seconds per operation", flush=True)
-    row(["N", "guests/host", "operation", "peer (s)", "virtfleet (s)", "virtfleet/peer", "target <= 0.8x", "note"])
-    row(["---"] * 8)
+    print("virtfleet-skip: virtfleet with PULUMI_SKIP_CHECKPOINTS=true (the state written at the end of each "
+          "command, not after every step)", flush=True)
+    ours = SIDES[1:]
+    row(["N", "guests/host", "operation", "peer (s)", *(f"{s} (s)" for s in ours), *(f"{s}/peer" for s in ours),
+         "target <= 0.8x", "note"])
+    row(["---"] * (5 + 2 * len(ours)))
     for n in sizes:
         per = f"{n // len(hosts)}" + (f"-{-(-n // len(hosts))}" if n % len(hosts) else "")
         for op in OPS:
             p = results[n].get("peer")
-            v = results[n].get("virtfleet")
             ps = p.seconds.get(op) if p else None
-            vs = v.seconds.get(op) if v else None
-            ratio = vs / ps if ps and vs else None
-            row([str(n), per, op, _cell(ps), _cell(vs), _cell(ratio, "{:.2f}x"),
-                 "-" if ratio is None else ("met" if ratio <= 0.8 else "NOT met"), NOTES.get(op, "")])
+            secs = [results[n][s].seconds.get(op) if s in results[n] else None for s in ours]
+            ratios = [vs / ps if ps and vs else None for vs in secs]
+            met = ", ".join(f"{s}: {'met' if r <= 0.8 else 'NOT met'}" for s, r in zip(ours, ratios, strict=True)
+                            if r is not None) or "-"
+            row([str(n), per, op, _cell(ps), *map(_cell, secs), *(_cell(r, "{:.2f}x") for r in ratios), met,
+                 NOTES.get(op, "")])
     if len(sizes) > 1:
         lo, hi = sizes[0], sizes[-1]
         print(flush=True)
         print(f"growth from {lo} to {hi} guests (seconds at {hi} / seconds at {lo}; guests x{hi / lo:.0f})",
               flush=True)
-        row(["operation", "peer", "virtfleet"])
-        row(["---"] * 3)
+        row(["operation", *SIDES])
+        row(["---"] * (1 + len(SIDES)))
         for op in OPS:
             cells = []
-            for s in ("peer", "virtfleet"):
+            for s in SIDES:
                 a, b = results[lo].get(s), results[hi].get(s)
                 x = a.seconds.get(op) if a else None
                 y = b.seconds.get(op) if b else None
@@ -616,7 +631,7 @@ def report(results: dict[int, dict[str, Side]], hosts: list[str]) -> None:
          "processes in that operation"])
     row(["---"] * 7)
     for n in sizes:
-        for s in ("peer", "virtfleet"):
+        for s in SIDES:
             side = results[n].get(s)
             if not side:
                 continue
@@ -631,7 +646,7 @@ def report(results: dict[int, dict[str, Side]], hosts: list[str]) -> None:
     row(["N", "side", *OPS, "hosts never above 1"])
     row(["---"] * (3 + len(OPS)))
     for n in sizes:
-        for s in ("peer", "virtfleet"):
+        for s in SIDES:
             side = results[n].get(s)
             if not side:
                 continue
@@ -645,12 +660,12 @@ def report(results: dict[int, dict[str, Side]], hosts: list[str]) -> None:
     print(flush=True)
     print("CPU seconds per operation: the client side (the command and every process it waited for) and the "
           "hosts' libvirtd together", flush=True)
-    row(["N", "operation", "peer client", "peer libvirtd", "virtfleet client", "virtfleet libvirtd"])
-    row(["---"] * 6)
+    row(["N", "operation", *(f"{s} {what}" for s in SIDES for what in ("client", "libvirtd"))])
+    row(["---"] * (2 + 2 * len(SIDES)))
     for n in sizes:
         for op in OPS:
             cells = []
-            for s in ("peer", "virtfleet"):
+            for s in SIDES:
                 side = results[n].get(s)
                 c = side.cpu.get(op) if side else None
                 cells += [_cell(c[0]), _cell(c[1])] if c else ["-", "-"]
@@ -700,7 +715,7 @@ def main() -> int:
             nhosts = int(args[1])
         args = args[2:]
     sizes = [int(a) for a in args] or [40, 400]
-    if only not in ("", "peer", "virtfleet"):
+    if only not in ("", *SIDES):
         print("usage:" + __doc__.split("usage:")[1], file=sys.stderr)
         return 2
     if not os.path.exists(os.path.join(PEER, "plugins", "terraform-provider-libvirt")):
@@ -726,7 +741,7 @@ def main() -> int:
     try:
         for n in sizes:
             results[n] = {}
-            for name in ("peer", "virtfleet"):
+            for name in SIDES:
                 if only and only != name:
                     continue
                 print(f"N = {n}, {name}", flush=True)
