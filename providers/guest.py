@@ -157,6 +157,16 @@ def _define_new(conn: libvirt.virConnect, spec: GuestSpec, uuid: str = "") -> li
     return dom
 
 
+_said: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    """Say a takeover's summary once per provider process: `pulumi up` checks the guest, then creates it."""
+    if line not in _said:
+        _said.add(line)
+        say(line)
+
+
 def _take_over(conn: libvirt.virConnect, spec: GuestSpec, props: dict[str, Any], dom: libvirt.virDomain,
                live_xml: str) -> CreateResult:
     """`adopt: true`: redefine a domain made outside virtfleet with its UUID, virtfleet's parts merged into its
@@ -167,7 +177,7 @@ def _take_over(conn: libvirt.virConnect, spec: GuestSpec, props: dict[str, Any],
         raise UnsafeChangeError(why)
     t = adoption.takeover(live_xml, spec)
     active = bool(dom.isActive())
-    say(adoption.summary(spec.conn.host, spec, t, active, bool(dom.autostart())))
+    _say_once(adoption.summary(spec.conn.host, spec, t, active, bool(dom.autostart())))
     _put_seed(spec)
     try:
         dom = conn.defineXML(t.xml)
@@ -199,7 +209,7 @@ def _preview_adoption(spec: GuestSpec) -> str:
     why = adoption.refusal(spec.conn.host, spec.name, spec.owner, spec.disk_path, live_xml)
     if not why:
         t = adoption.takeover(live_xml, spec)
-        say(adoption.summary(spec.conn.host, spec, t, bool(dom.isActive()), bool(dom.autostart())))
+        _say_once(adoption.summary(spec.conn.host, spec, t, bool(dom.isActive()), bool(dom.autostart())))
     return why
 
 
