@@ -193,8 +193,8 @@ def _close(conn: libvirt.virConnect) -> None:
 
 
 def close_all(exiting: bool = False) -> None:
-    """Close this process's libvirt connections; the masters it used stop once no other process's
-    session rides on them (`exiting`: told so, not waited for)."""
+    """Close this process's libvirt connections at its end; the masters it used stay for the next process
+    until unused for `ssh.PERSIST` (`ssh.stop_masters`)."""
     trace("session close begin")
     conns = [conn for conn, _ in list(_virt.values())]
     _virt.clear()  # first: a call still running gets a new connection rather than a closed one

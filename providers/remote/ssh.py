@@ -6,9 +6,9 @@ pure-Python transport moves ~250 MiB/s for all hosts together on these machines,
 bulk image data rides OpenSSH; paramiko checks a configured private key before anything connects.)
 
 The masters live in a per-user runtime directory (0700, checked): the provider process opens them as soon
-as it is configured, other processes of the run find them, and at its exit it asks them to stop
-(`ssh -O stop`: a master still carrying another process's sessions finishes those first).  A master
-nobody uses exits after PERSIST anyway.  A file lock makes one master per host even across processes.
+as it is configured, other processes of the run find them, and at its exit it leaves them: a master
+nobody uses exits after PERSIST, and until then the next provider process (the update after `pulumi up`'s
+refresh, the next command) rides on it.  A file lock makes one master per host even across processes.
 
 Host keys are always verified: against the pinned `hostKey` when the stack gives one, otherwise against
 the user's ~/.ssh/known_hosts, strictly.  An unknown or changed key is refused with the fix.  The private
@@ -292,18 +292,20 @@ def forget_master(c: Connection) -> None:
 
 
 def stop_masters(wait: bool = True) -> None:
-    """At the end of a process: the masters it used stop once no other process's session rides on them
-    (all hosts' at once: each `ssh -O stop` takes a process start).  `wait=False`, for a process about
-    to exit: the `ssh -O stop`s finish on their own (a private runtime directory, removed here, is still
-    waited for)."""
-    procs = [_control_start(ctl, "stop") for ctl in _masters.values() if os.path.exists(ctl)]
-    for proc in procs if wait or _runtime_dir[1:] == ["private"] else ():
+    """At the end of a process.  The masters it used are left to exit on their own once unused for PERSIST,
+    so the next process reuses them: `pulumi up` refreshes in one provider process and updates in a new
+    one, and a command run right after another needs no new SSH handshakes either.  Only in a private
+    runtime directory (removed here) are they stopped, each once no other session rides on it; `wait=False`,
+    for a process about to exit: those `ssh -O stop`s finish on their own."""
+    private = _runtime_dir[1:] == ["private"]
+    procs = [_control_start(ctl, "stop") for ctl in _masters.values() if private and os.path.exists(ctl)]
+    for proc in procs if wait or private else ():
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
     _masters.clear()
-    if _runtime_dir[1:] == ["private"]:
+    if private:
         shutil.rmtree(_runtime_dir[0], ignore_errors=True)
 
 
