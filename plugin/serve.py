@@ -69,7 +69,7 @@ def _exit_now() -> None:
     interpreter's own teardown of gRPC and libvirt took seconds on a busy machine, and the engine waits)."""
     session = sys.modules.get("providers.remote.session")
     if session is not None:
-        session.close_all(exiting=True)
+        session.close_all()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

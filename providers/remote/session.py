@@ -35,12 +35,12 @@ from .ssh import (
     forward,
     host_lock,
     popen,
+    release_masters,
     run,
     runtime_dir,
     set_private_key,
     ssh_binary,
     ssh_options,
-    stop_masters,
     sweep,
     tag,
 )
@@ -192,9 +192,9 @@ def _close(conn: libvirt.virConnect) -> None:
         conn.close()
 
 
-def close_all(exiting: bool = False) -> None:
+def close_all() -> None:
     """Close this process's libvirt connections at its end; the masters it used stay for the next process
-    until unused for `ssh.PERSIST` (`ssh.stop_masters`)."""
+    until unused for `ssh.PERSIST` (`ssh.release_masters`)."""
     trace("session close begin")
     conns = [conn for conn, _ in list(_virt.values())]
     _virt.clear()  # first: a call still running gets a new connection rather than a closed one
@@ -205,7 +205,7 @@ def close_all(exiting: bool = False) -> None:
         t.join(timeout=10)
     for k in list(_sockets):
         _drop_socket(k)
-    stop_masters(wait=not exiting)
+    release_masters()
     trace("session close end")
 
 

@@ -291,22 +291,19 @@ def forget_master(c: Connection) -> None:
             _control(ctl, "exit")
 
 
-def stop_masters(wait: bool = True) -> None:
+def release_masters() -> None:
     """At the end of a process.  The masters it used are left to exit on their own once unused for PERSIST,
     so the next process reuses them: `pulumi up` refreshes in one provider process and updates in a new
     one, and a command run right after another needs no new SSH handshakes either.  Only in a private
-    runtime directory (removed here) are they stopped, each once no other session rides on it; `wait=False`,
-    for a process about to exit: those `ssh -O stop`s finish on their own."""
-    private = _runtime_dir[1:] == ["private"]
-    procs = [_control_start(ctl, "stop") for ctl in _masters.values() if private and os.path.exists(ctl)]
-    for proc in procs if wait or private else ():
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    _masters.clear()
-    if private:
+    runtime directory, removed here, are they stopped first (each once no other session rides on it)."""
+    if _runtime_dir[1:] == ["private"]:
+        for proc in [_control_start(ctl, "stop") for ctl in _masters.values() if os.path.exists(ctl)]:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         shutil.rmtree(_runtime_dir[0], ignore_errors=True)
+    _masters.clear()
 
 
 def _control_start(ctl: str, command: str, *extra: str) -> subprocess.Popen[bytes]:
