@@ -111,14 +111,14 @@ class BaseProvider(ResourceProvider):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.top is not None:  # the methods below see flat properties, the engine nested ones
-            for name in ("check", "diff", "create", "read", "update", "delete"):
-                if not getattr(getattr(cls, name), "layered", False):
-                    setattr(cls, name, _layered(name, getattr(cls, name), cls.top))
         if os.environ.get("VIRTFLEET_TRACE"):  # every provider call, timed, in the trace file
             for name in ("check", "diff", "create", "read", "update", "delete"):
                 if name in cls.__dict__:
                     setattr(cls, name, traced(name, cls.__dict__[name]))
+        if cls.top is not None:  # the methods above (traced too) see flat properties, the engine nested ones
+            for name in ("check", "diff", "create", "read", "update", "delete"):
+                if not getattr(getattr(cls, name), "layered", False):
+                    setattr(cls, name, _layered(name, getattr(cls, name), cls.top))
 
     def configure(self, req: ConfigureRequest) -> None:
         """The stack config arrives here before the first call: keep the key, open the hosts' connections."""

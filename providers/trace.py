@@ -20,7 +20,6 @@ def trace(event: str) -> None:
 def _label(props: Any) -> str:
     if not isinstance(props, dict):
         return ""
-    props = props.get("spec", props) if isinstance(props.get("spec"), dict) else props
     conn = props.get("connection")
     host = conn.get("host", "") if isinstance(conn, dict) else ""
     return f"{host}/{props.get('name') or props.get('image') or ''}"

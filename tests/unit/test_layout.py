@@ -12,6 +12,7 @@ from providers.base import BaseProvider, flat, nested
 from providers.diff import VOLUME_TABLE
 from providers.guest import OUTPUT_KEYS, TOP_KEYS, GuestProvider
 from providers.spec import VolumeSpec
+from providers.volume import TOP_KEYS as VOLUME_TOP
 from providers.volume import VolumeProvider
 
 from .test_diff import OLD
@@ -112,7 +113,6 @@ def test_volume_check_refuses_shrink_through_the_nesting() -> None:
     props = {"connection": {"address": "10.0.0.1", "host": "h1", "port": 22}, "pool": "p", "name": "d.qcow2",
              "capacity": 2 << 30, "mode": "overlay", "baseVolume": "b", "baseFormat": "qcow2", "deleteOnDestroy": False,
              "__provider": "x"}
-    top = frozenset(("path", "adopted", "basePath"))
-    smaller = nested({**props, "capacity": 1 << 30}, top)
-    failures = vp.check(nested(props, top), smaller).failures
+    smaller = nested({**props, "capacity": 1 << 30}, VOLUME_TOP)
+    failures = vp.check(nested(props, VOLUME_TOP), smaller).failures
     assert [f.property for f in failures] == ["capacity"] and "shrink" in failures[0].reason
