@@ -16,7 +16,7 @@ config = pulumi.Config("virtfleet")
 try:
     unknown_top_keys([k.split(":", 1)[1] for k in pulumi.runtime.get_config_env() if k.startswith("virtfleet:")])
     fleet = parse({"images": config.get_object("images"), "hosts": config.get_object("hosts")},
-                  lambda key, path, build: load(key, path, build, os.getcwd()))
+                  lambda key, path, build, build_env: load(key, path, build, os.getcwd(), build_env))
 except ConfigError as exc:
     raise pulumi.RunError(str(exc)) from None
 

@@ -56,7 +56,7 @@ PRIORITY = "normal"
 # (a provider defined in __main__ is pickled whole, and the SDK's pickling nests deeper with every resource:
 # RecursionError after ~300 of them)
 FLOOR_MODULE = '''
-from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
+from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
 class Nothing(ResourceProvider):
     serialize_as_secret_always = False  # as virtfleet's: a class reference holds no secret
@@ -64,19 +64,23 @@ class Nothing(ResourceProvider):
     def create(self, props):
         return CreateResult("x", props)
 
-    def diff(self, _id, _olds, _news):
-        return DiffResult(changes=False)
+    def diff(self, _id, olds, news):
+        return DiffResult(changes=olds.get("v") != news.get("v"))
+
+    def update(self, _id, _olds, news):
+        return UpdateResult(news)
 
 class R(Resource):
-    def __init__(self, name):
-        super().__init__(Nothing(), name, {"v": 1})
+    def __init__(self, name, v=1):
+        super().__init__(Nothing(), name, {"v": v})
 '''
 FLOOR_PROGRAM = '''
 import pulumi
 from nothing import R
 
-for i in range(int(pulumi.Config().require("n"))):
-    R(f"r{i}")
+config = pulumi.Config()
+for i in range(config.require_int("n")):
+    R(f"r{i}", config.get_int(f"v{i}") or 1)  # `v0: 2` is one resource changed
 '''
 
 

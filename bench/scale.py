@@ -677,6 +677,20 @@ def report(results: dict[int, dict[str, Side]], hosts: list[str]) -> None:
                 print(f"N = {n}, {s}: FAILED: {side.failed}", flush=True)
 
 
+def floor_change(st: Stack) -> None:
+    """One of the do-nothing resources changed, applied as virtfleet's "change 1 guest" is."""
+    st.run("config", "set", "v0", "2")
+    st.up()
+
+
+def with_env(st: Stack, env: dict[str, str], fn: Callable[[], object]) -> None:
+    saved, st.env = st.env, env
+    try:
+        fn()
+    finally:
+        st.env = saved
+
+
 def floor(sizes: list[int], nhosts: int = 16) -> int:
     """Pulumi's own floor at B6's sizes: as many do-nothing dynamic resources as virtfleet registers for N
     guests on `nhosts` hosts (a Volume and a Guest per guest; a Hypervisor, Host and BaseImage per host), on
@@ -688,8 +702,12 @@ def floor(sizes: list[int], nhosts: int = 16) -> int:
     for n in sizes:
         count = 2 * n + 3 * nhosts
         st = floor_stack_of(tmp, count, up=False)
+        skip = {**st.env, "PULUMI_SKIP_CHECKPOINTS": "true"}
         for op, run in (("create", st.up), ("no-op preview/plan", functools.partial(st.preview, "--expect-no-changes")),
-                        ("refresh", functools.partial(st.refresh, "--skip-preview")), ("destroy", st.destroy)):
+                        ("refresh", functools.partial(st.refresh, "--skip-preview")),
+                        ("change 1 guest", functools.partial(floor_change, st)), ("destroy", st.destroy),
+                        ("create, skip-checkpoints", functools.partial(with_env, st, skip, st.up)),
+                        ("destroy, skip-checkpoints", functools.partial(with_env, st, skip, st.destroy))):
             settle()
             t0 = time.monotonic()
             run()

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from providers import cloudinit, fields, firmware
+from providers import childenv, cloudinit, fields, firmware
 from providers import validate as v
 from providers.errors import ConfigError
 from providers.localimage import LocalImage
@@ -30,7 +31,8 @@ from providers.spec import (
 )
 
 TOP_KEYS = {"images", "hosts", "sshPrivateKey"}
-IMAGE_KEYS = {"path", "build"}
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+IMAGE_KEYS = {"path", "build", "buildEnv"}
 HOST_KEYS = {"address", "user", "port", "hostKey", "hostNic", "virtType", "sshKeyFile", "pool", "networks", "guests"}
 NETWORK_KEYS = {"mode", "bridge", "address", "dhcp", "autostart"}
 POOL_KEYS = {"name", "type", "path", "vg"}
@@ -82,7 +84,7 @@ def _mapping(key: str, value: Any, allowed: set[str]) -> dict[str, Any]:
     return value
 
 
-def _images(raw: Any, load: Callable[[str, str, str], LocalImage]) -> dict[str, LocalImage]:
+def _images(raw: Any, load: Callable[[str, str, str, tuple[str, ...]], LocalImage]) -> dict[str, LocalImage]:
     images = _mapping("images", raw if raw is not None else {}, set(raw or {}))
     out = {}
     for name, conf in images.items():
@@ -90,8 +92,29 @@ def _images(raw: Any, load: Callable[[str, str, str], LocalImage]) -> dict[str, 
         conf = _mapping(key, conf, IMAGE_KEYS)
         if not isinstance(conf.get("path"), str) or not conf["path"]:
             raise ConfigError(f"{key}.path", "is missing", "Give the image file, e.g. result/baseline.qcow2")
-        out[name] = load(key, conf["path"], str(conf.get("build") or ""))
+        build = str(conf.get("build") or "")
+        out[name] = load(key, conf["path"], build, _build_env(f"{key}.buildEnv", conf.get("buildEnv"), build))
     return out
+
+
+def _build_env(key: str, raw: Any, build: str) -> tuple[str, ...]:
+    """The names of the variables a build command is given although they look like credentials."""
+    if raw is None:
+        return ()
+    if not build:
+        raise ConfigError(key, "is only used by `build`", "Remove buildEnv, or give the image a build command")
+    if not isinstance(raw, list):
+        raise ConfigError(key, f"must be a list of environment variable names, got {type(raw).__name__}",
+                          "e.g. buildEnv: [AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY]")
+    for n, name in enumerate(raw):
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+            raise ConfigError(f"{key}[{n}]", f"{name!r} is not an environment variable name",
+                              "Use letters, digits and underscores, not starting with a digit")
+        if not childenv.passable(name):
+            raise ConfigError(f"{key}[{n}]", f"{name} is never given to a build: PULUMI_* variables hold the "
+                              "decrypted stack config, its passphrase and the backend's token",
+                              "Remove it; give the build what it needs under a name of its own")
+    return tuple(raw)
 
 
 def _interfaces(key: str, g: dict[str, Any], host_nic: str) -> tuple[InterfaceSpec, ...]:
@@ -214,7 +237,7 @@ def _cross_checks(hosts: tuple[HostConf, ...]) -> None:
                 macs[iface.mac] = where
 
 
-def parse(raw: dict[str, Any], load: Callable[[str, str, str], LocalImage]) -> FleetConf:
+def parse(raw: dict[str, Any], load: Callable[[str, str, str, tuple[str, ...]], LocalImage]) -> FleetConf:
     """raw = {"images": ..., "hosts": ...} as read from the stack config; `load` describes an image file."""
     images = _images(raw.get("images"), load)
     hosts_raw = raw.get("hosts")

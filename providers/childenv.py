@@ -7,7 +7,7 @@ command or an ssh master (which outlives the run) needs none of them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 # whole families: Pulumi's own (PULUMI_CONFIG, PULUMI_CONFIG_PASSPHRASE(_FILE), PULUMI_ACCESS_TOKEN, ...)
 # and the cloud SDKs' credentials
@@ -22,6 +22,9 @@ DENY_SUFFIXES = ("_TOKEN", "_SECRET", "_PASSWORD", "_PASSPHRASE", "_PASSPHRASE_F
 # always kept, whatever the rules above say: what builds and ssh need to work at all
 KEEP = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TERM", "TZ", "TMPDIR", "SSH_AUTH_SOCK"})
 KEEP_PREFIXES = ("NIX_", "LC_", "XDG_", "VIRTFLEET_")
+# never passed, even when a build names them (`buildEnv`): the decrypted stack config, its passphrase, the
+# backend's token
+NEVER_PREFIXES = ("PULUMI_",)
 
 
 def denied(name: str) -> bool:
@@ -32,6 +35,13 @@ def denied(name: str) -> bool:
     return upper in DENY or upper.startswith(DENY_PREFIXES) or upper.endswith(DENY_SUFFIXES)
 
 
-def child_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """`environ` without the variables that may hold credentials (see `denied`)."""
-    return {k: v for k, v in environ.items() if not denied(k)}
+def passable(name: str) -> bool:
+    """Whether a build may be given this variable by name (`buildEnv`)."""
+    return not name.upper().startswith(NEVER_PREFIXES)
+
+
+def child_env(environ: Mapping[str, str], allow: Iterable[str] = ()) -> dict[str, str]:
+    """`environ` without the variables that may hold credentials (see `denied`), except the ones named in
+    `allow` (an image build's `buildEnv`) that are `passable`."""
+    named = {a for a in allow if passable(a)}
+    return {k: v for k, v in environ.items() if k in named or not denied(k)}

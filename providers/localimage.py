@@ -157,13 +157,13 @@ def posix_cksum(path: str) -> str:
         return _crcs[key]
 
 
-def load(key: str, path: str, build: str = "", cwd: str = ".") -> LocalImage:
-    """Run the optional build command (in our environment without credentials: `childenv`), then describe
-    the image file.  Errors name the config key."""
+def load(key: str, path: str, build: str = "", cwd: str = ".", build_env: tuple[str, ...] = ()) -> LocalImage:
+    """Run the optional build command (in our environment without credentials: `childenv`, plus the
+    variables `build_env` names), then describe the image file.  Errors name the config key."""
     if build:
         # the user's own command, without the program's secrets (the decrypted stack config, passphrase, tokens)
         proc = subprocess.run(build, shell=True, cwd=cwd, capture_output=True, text=True,  # noqa: S602
-                              env=child_env(os.environ))
+                              env=child_env(os.environ, build_env))
         if proc.returncode != 0:
             raise ConfigError(f"{key}.build", f"build command failed (exit {proc.returncode}): "
                               f"{(proc.stderr or proc.stdout).strip()[-400:]}", "Fix the build, or remove `build`")

@@ -59,6 +59,7 @@ def cases(g1: str, g2: str) -> list[tuple[str, object, str, str]]:
         (f"{g}|memroy", 4, "memroy", "Did you mean `memory`"),
         (f"{h}|virtType", "xen", "virtType", "not one of"),
         ("images|payload|path", "/nonexistent/x.qcow2", "images.payload.path", "does not exist"),
+        ("images|payload|buildEnv", ["AWS_PROFILE"], "images.payload.buildEnv", "only used by `build`"),
         (f"{g}|disk", "thin", "disk", "not one of"),
         # cloud-init seeds, address waits, networks
         (f"{g}|cloudInit", {"userData": "#cloud-config\nusers: [a\n"}, "cloudInit.userData", "not valid YAML at line"),

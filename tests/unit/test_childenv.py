@@ -68,3 +68,22 @@ def test_libvirts_ssh_wrapper_drops_the_secrets_by_name(tmp_path, monkeypatch) -
     text = open(session._ssh_wrapper(Connection(host="h", address="192.0.2.10"))).read()
     assert all(f"-u {k} " in text for k in SECRETS), text
     assert "hunter2" not in text and "PRIVATE KEY" not in text and "s3cr3t" not in text
+
+
+def test_named_variables_pass_but_never_pulumi_ones() -> None:
+    allow = ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "PULUMI_CONFIG", "PULUMI_CONFIG_PASSPHRASE")
+    env = child_env({**SECRETS, **KEPT, "AWS_PROFILE": "images"}, allow)
+    assert env == {**KEPT, "AWS_PROFILE": "images", "AWS_ACCESS_KEY_ID": "AKIA"}
+
+
+def test_a_build_gets_the_variables_its_build_env_names(tmp_path, monkeypatch) -> None:
+    for k, v in {**SECRETS, "PATH": os.environ["PATH"]}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(localimage, "CACHE", str(tmp_path / "digests.json"))
+    monkeypatch.setattr(delta, "CACHE_DIR", str(tmp_path / "clusters"))
+    build = "env -0 > seen.env && head -c 65536 /dev/zero > image.raw"
+    passed = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    localimage.load("images.x", "image.raw", build=build, cwd=str(tmp_path), build_env=passed).digest.result(timeout=30)
+    seen = dict(kv.split("=", 1) for kv in (tmp_path / "seen.env").read_text().split("\0") if kv)
+    assert {k: seen[k] for k in passed} == {k: SECRETS[k] for k in passed}
+    assert not sorted((set(SECRETS) - set(passed)) & set(seen))

@@ -42,7 +42,7 @@ def good(image: str) -> dict:
 
 
 def parse_with(image: str, raw: dict):
-    return parse(raw, lambda key, path, build: load(key, path, build, os.getcwd()))
+    return parse(raw, lambda key, path, build, env: load(key, path, build, os.getcwd(), env))
 
 
 def test_good_fleet(image: str) -> None:
@@ -216,11 +216,11 @@ def test_build_command_runs_first(tmp_path) -> None:
     raw = {"images": {"b": {"path": str(target), "build": f"truncate -s 2M {target}"}},
            "hosts": {"a": {"address": "192.0.2.1", "hostNic": "eth0",
                            "guests": {"g": {"memory": 1, "mac": "52:54:00:00:00:01", "image": "b"}}}}}
-    fleet = parse(raw, lambda key, path, build: load(key, path, build, str(tmp_path)))
+    fleet = parse(raw, lambda key, path, build, env: load(key, path, build, str(tmp_path), env))
     assert fleet.images["b"].size == 2 << 20 and fleet.images["b"].format == "raw"
     raw["images"]["b"]["build"] = "exit 3"
     with pytest.raises(ConfigError, match="images.b.build: build command failed"):
-        parse(raw, lambda key, path, build: load(key, path, build, str(tmp_path)))
+        parse(raw, lambda key, path, build, env: load(key, path, build, str(tmp_path), env))
 
 
 def test_lvm_pool_needs_copy_disks(image: str) -> None:
@@ -298,3 +298,29 @@ def test_a_cloud_guest_on_a_network(image: str) -> None:
     assert changed.seed is not None and changed.seed.instance_id != g.seed.instance_id
     # the lease source alone is enough to wait for an address
     assert parse_with(image, with_value(raw, f"{G}.agent", False)).hosts[0].guests[0].values["waitForAddress"] == 120
+
+
+@pytest.mark.parametrize(("build_env", "key", "message"), [
+    ("AWS_PROFILE", "images.b.buildEnv", "must be a list"),
+    (["AWS PROFILE"], "images.b.buildEnv[0]", "not an environment variable name"),
+    (["AWS_PROFILE", 3], "images.b.buildEnv[1]", "not an environment variable name"),
+    (["PULUMI_CONFIG_PASSPHRASE"], "images.b.buildEnv[0]", "never given to a build"),
+    (["pulumi_config"], "images.b.buildEnv[0]", "never given to a build"),
+])
+def test_bad_build_env_is_refused_before_the_build_runs(tmp_path, build_env, key, message) -> None:
+    marker = tmp_path / "ran"
+    raw = {"images": {"b": {"path": str(tmp_path / "x.raw"), "build": f"touch {marker}", "buildEnv": build_env}},
+           "hosts": {"a": {"address": "192.0.2.1", "hostNic": "eth0",
+                           "guests": {"g": {"memory": 1, "mac": "52:54:00:00:00:01", "image": "b"}}}}}
+    with pytest.raises(ConfigError) as err:
+        parse(raw, lambda key, path, build, env: load(key, path, build, str(tmp_path), env))
+    assert err.value.key == key and message in str(err.value)
+    assert not marker.exists()
+
+
+def test_build_env_without_build_is_refused(image: str) -> None:
+    raw = good(image)
+    raw["images"] = {k: {**v, "buildEnv": ["AWS_PROFILE"]} for k, v in raw["images"].items()}
+    with pytest.raises(ConfigError) as err:
+        parse_with(image, raw)
+    assert err.value.key.endswith(".buildEnv") and "only used by `build`" in str(err.value)
