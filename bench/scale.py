@@ -590,7 +590,7 @@ def report(results: dict[int, dict[str, Side]], hosts: list[str]) -> None:
     ours = SIDES[1:]
     row(["N", "guests/host", "operation", "peer (s)", *(f"{s} (s)" for s in ours), *(f"{s}/peer" for s in ours),
          "target <= 0.8x", "note"])
-    row(["---"] * (5 + 2 * len(ours)))
+    row(["---"] * (6 + 2 * len(ours)))
     for n in sizes:
         per = f"{n // len(hosts)}" + (f"-{-(-n // len(hosts))}" if n % len(hosts) else "")
         for op in OPS:

@@ -23,7 +23,9 @@ class Machine:
 
     def __init__(self, conf: GuestConf, hv: Hypervisor) -> None:
         self.key = conf.key
-        was = [pulumi.Alias(parent=pulumi.create_urn(conf.key, "virtfleet:fleet:Machine"))]
+        # the URN as a string: `pulumi.create_urn` is an Output, one more for the SDK to wait on per guest
+        was = [pulumi.Alias(parent=f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}::"
+                                   f"virtfleet:fleet:Machine::{conf.key}")]
         spec = hv.conf.spec
         conn = spec.conn.to_props()
         base = hv.base_images[conf.image]
@@ -50,12 +52,11 @@ class Machine:
              # user-data may hold passwords and keys: a secret in the state and the preview, always
              "cloudInit": pulumi.Output.secret(seed.seed.to_props()) if seed else None},
             pulumi.ResourceOptions(aliases=was, depends_on=[self.volume, *networks]))
-        # one Output per guest for the stack's `guests` export: the SDK waits on every pending Output at each step,
-        # and a dict of eleven would be eleven of them per guest until its create is done
+        # one Output per guest for the stack's `guests` export (the guest's `status`): the SDK waits on every
+        # pending Output at each step, and a dict of eleven would be eleven of them per guest until its create
         static = {"host": conf.host, "mac": conf.interfaces[0].mac, "ip": conf.values["ip"],
-                  "virtManager": f"virt-manager --connect '{spec.conn.uri}' --show-domain-console {conf.name}"}
-        g = self.guest
-        self.outputs = pulumi.Output.all(g.uuid, g.address, g.addresses, g.state, g.uri, g.consoleCommand,
-                                         self.volume.path).apply(
-            lambda o: {**static, "uuid": o[0], "address": o[1], "addresses": o[2], "state": o[3], "uri": o[4],
-                       "console": o[5], "disk": o[6]})
+                  "virtManager": f"virt-manager --connect '{spec.conn.uri}' --show-domain-console {conf.name}",
+                  "disk": spec.pool.volume_path(disk_name)}
+        self.outputs = self.guest.status.apply(lambda s: {
+            **static, **{k: (s or {}).get(k) for k in ("uuid", "address", "addresses", "state", "uri")},
+            "console": (s or {}).get("consoleCommand")})

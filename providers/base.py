@@ -29,6 +29,8 @@ from .trace import trace, traced
 
 PROVIDER_KEY = "__provider"
 SPEC_KEY = "spec"
+STATUS_KEY = "status"
+GROUPS = (SPEC_KEY, STATUS_KEY)
 
 
 def inputs_of(props: dict[str, Any]) -> dict[str, Any]:
@@ -37,38 +39,46 @@ def inputs_of(props: dict[str, Any]) -> dict[str, Any]:
 
 
 def flat(props: dict[str, Any]) -> dict[str, Any]:
-    """The provider's view of a resource's properties: the ones nested under `spec` (see `nested`) merged with
-    the top-level ones.  State written before the nesting is flat already."""
-    inner = props.get(SPEC_KEY)
-    if not isinstance(inner, dict):
+    """The provider's view of a resource's properties: the ones grouped under `spec` and `status` (see
+    `nested`) merged with the top-level ones.  State written before the grouping is flat already."""
+    groups = [g for g in GROUPS if isinstance(props.get(g), dict)]
+    if not groups:
         return props
-    return {**{k: v for k, v in props.items() if k != SPEC_KEY}, **inner}
+    out = {k: v for k, v in props.items() if k not in groups}
+    for g in groups:
+        out.update(props[g])
+    return out
 
 
-def nested(props: dict[str, Any], top: frozenset[str]) -> dict[str, Any]:
+def nested(props: dict[str, Any], top: frozenset[str], status: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The properties as the program registers them and the state keeps them: `top` keys (and the pickled
-    provider) at the top level, all others under `spec`.  The SDK makes an Output for each top-level key of a
-    resource and waits on all pending ones at every step, so one `spec` instead of thirty keys per resource
-    is what keeps a large stack's program from growing quadratically."""
-    return {**{k: v for k, v in props.items() if k in top or k == PROVIDER_KEY},
-            SPEC_KEY: {k: v for k, v in props.items() if k not in top and k != PROVIDER_KEY}}
+    provider) at the top level, the `status` keys (outputs the program reads) under `status`, all others
+    under `spec`.  The SDK makes an Output for each top-level key of a resource and waits on all pending
+    ones at every step, so a few keys instead of thirty per resource is what keeps a large stack's program
+    from growing quadratically."""
+    out = {k: v for k, v in props.items() if k in top or k == PROVIDER_KEY}
+    seen = {k: v for k, v in props.items() if k in status}
+    if seen:
+        out[STATUS_KEY] = seen
+    out[SPEC_KEY] = {k: v for k, v in props.items() if k not in top and k not in status and k != PROVIDER_KEY}
+    return out
 
 
-def _layered(name: str, fn: Any, top: frozenset[str]) -> Any:
+def _layered(name: str, fn: Any, top: frozenset[str], status: frozenset[str]) -> Any:
     """`fn` (a provider method written against flat properties) taking and returning nested ones."""
     def replaced(keys: list[str] | None) -> list[str] | None:
         return None if keys is None else sorted({k if k in top else SPEC_KEY for k in keys})
 
     def outs(r: Any) -> Any:
         if getattr(r, "outs", None):
-            r.outs = nested(r.outs, top)
+            r.outs = nested(r.outs, top, status)
         return r
 
     def call(self: Any, *args: Any) -> Any:
         args = tuple(flat(a) if isinstance(a, dict) else a for a in args)
         r = fn(self, *args)
         if isinstance(r, CheckResult):
-            return CheckResult(nested(r.inputs, top), r.failures)
+            return CheckResult(nested(r.inputs, top, status), r.failures)
         if isinstance(r, DiffResult):
             return DiffResult(r.changes, replaced(r.replaces), replaced(r.stables), r.delete_before_replace)
         if isinstance(r, (CreateResult, ReadResult, UpdateResult)):
@@ -108,6 +118,8 @@ class BaseProvider(ResourceProvider):
     serialize_as_secret_always = False
     # Properties kept at the top level when the others are nested under `spec` (`nested`); None: all flat.
     top: ClassVar[frozenset[str] | None] = None
+    # Outputs the program reads, grouped under `status` (`nested`).
+    status_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -118,7 +130,7 @@ class BaseProvider(ResourceProvider):
         if cls.top is not None:  # the methods above (traced too) see flat properties, the engine nested ones
             for name in ("check", "diff", "create", "read", "update", "delete"):
                 if not getattr(getattr(cls, name), "layered", False):
-                    setattr(cls, name, _layered(name, getattr(cls, name), cls.top))
+                    setattr(cls, name, _layered(name, getattr(cls, name), cls.top, cls.status_keys))
 
     def configure(self, req: ConfigureRequest) -> None:
         """The stack config arrives here before the first call: keep the key, open the hosts' connections."""

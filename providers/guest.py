@@ -38,10 +38,11 @@ from .remote import addresses as remote_addresses
 from .remote import domains, session, starts, storage
 from .spec import GuestSpec
 
-# what the program reads of a guest; with what only the provider reads, and the secret user-data (a nested
-# value would lose its secrecy in the outputs), kept beside the nested inputs (`base.nested`)
-OUTPUT_KEYS = ("uuid", "state", "consoleCommand", "uri", "addresses", "address", "unmanaged")
-TOP_KEYS = frozenset((*OUTPUT_KEYS, "xmlDrift", "restartOnUpdate", "definedDevices", "cloudInit"))
+# what the program reads of a guest, grouped under `status`; what only the provider reads, and the secret
+# user-data (a nested value would lose its secrecy in the outputs), kept beside the nested inputs
+# (`base.nested`)
+OUTPUT_KEYS = frozenset(("uuid", "state", "consoleCommand", "uri", "addresses", "address", "unmanaged"))
+TOP_KEYS = frozenset(("xmlDrift", "restartOnUpdate", "definedDevices", "cloudInit"))
 
 
 def _macs(*interfaces: Any) -> set[str]:
@@ -54,7 +55,7 @@ def _macs(*interfaces: Any) -> set[str]:
 
 
 def _managed(xml: str, macs: set[str]) -> dict[str, Any]:
-    seen = xmlgen.observe_domain(xmlgen.managed_view(xml, macs))
+    seen = xmlgen.observe_managed(xml, macs)
     seen.pop("uuid", None)
     return seen
 
@@ -217,6 +218,7 @@ class GuestProvider(BaseProvider):
     spec_type = GuestSpec
     table = difftab.GUEST_TABLE
     top = TOP_KEYS
+    status_keys = OUTPUT_KEYS
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         result = super().check(olds, news)
@@ -300,13 +302,7 @@ class GuestProvider(BaseProvider):
 
 
 class Guest(Resource, module="virtfleet", name="Guest"):
-    uuid: pulumi.Output[str]
-    state: pulumi.Output[str]
-    uri: pulumi.Output[str]
-    consoleCommand: pulumi.Output[str]
-    addresses: pulumi.Output[list]
-    address: pulumi.Output[str]
-    unmanaged: pulumi.Output[list]
+    status: pulumi.Output[dict]  # OUTPUT_KEYS: uuid, state, uri, consoleCommand, addresses, address, unmanaged
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(GuestProvider(), name, {**nested(props, TOP_KEYS), **{k: None for k in OUTPUT_KEYS}}, opts)
+        super().__init__(GuestProvider(), name, {**nested(props, TOP_KEYS), "status": None}, opts)

@@ -188,8 +188,8 @@ def _collect_base(spec: VolumeSpec, p: libvirt.virStoragePool, base: str) -> Non
 
 
 class Volume(Resource, module="virtfleet", name="Volume"):
-    path: pulumi.Output[str]
-    adopted: pulumi.Output[bool]
+    """Registers no output for the program: a disk's path is known from the config (each Output the SDK
+    waits on costs the program CPU at every step of a large stack)."""
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(VolumeProvider(), name, {**nested(props, TOP_KEYS), "path": None, "adopted": None}, opts)
+        super().__init__(VolumeProvider(), name, nested(props, TOP_KEYS), opts)

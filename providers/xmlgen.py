@@ -7,6 +7,7 @@ canonical dict that the diff compares.  Pure: no host is touched here.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import ipaddress
 import xml.etree.ElementTree as ET
@@ -119,7 +120,17 @@ def domain(spec: GuestSpec, uuid: str = "") -> str:
 
 def observe_domain(xml: str) -> dict[str, Any]:
     """The managed fields of any domain XML, as a canonical dict (what libvirt adds is ignored)."""
+    return _observed(ET.fromstring(xml))
+
+
+def observe_managed(xml: str, macs: set[str]) -> dict[str, Any]:
+    """`observe_domain(managed_view(xml, macs))` from one parse: what drift compares, read on every refresh."""
     root = ET.fromstring(xml)
+    _drop_foreign_devices(root, macs)
+    return _observed(root)
+
+
+def _observed(root: ET.Element) -> dict[str, Any]:
     return {"uuid": _text(root, "uuid"), **fields.observe(GuestSpec, root)}
 
 
@@ -166,14 +177,14 @@ def _ours(dev: ET.Element, macs: set[str]) -> bool:
 
 def _signature(dev: ET.Element) -> str:
     """A device as libvirt keeps it, without the addresses and aliases it assigns."""
-    copy = ET.fromstring(ET.tostring(dev))
-    for parent in copy.iter():
+    bare = copy.deepcopy(dev)
+    for parent in bare.iter():
         for child in [c for c in parent if c.tag in ("address", "alias")]:
             parent.remove(child)
-    for el in copy.iter():
+    for el in bare.iter():
         el.text = (el.text or "").strip() or None
         el.tail = None
-    return ET.tostring(copy, encoding="unicode")
+    return ET.tostring(bare, encoding="unicode")
 
 
 def describe(signature: str) -> str:
@@ -232,11 +243,15 @@ def unmanaged_devices(live_xml: str, defined: list[str], macs: set[str]) -> dict
 def managed_view(xml: str, macs: set[str]) -> str:
     """A definition without the devices virtfleet does not manage, for comparing managed fields only."""
     root = ET.fromstring(xml)
+    _drop_foreign_devices(root, macs)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _drop_foreign_devices(root: ET.Element, macs: set[str]) -> None:
     devices = root.find("devices")
     if devices is not None:
         for dev in [d for d in devices if not _ours(d, macs)]:
             devices.remove(dev)
-    return ET.tostring(root, encoding="unicode")
 
 
 def merge(live_xml: str, ours_xml: str, macs: set[str]) -> str:

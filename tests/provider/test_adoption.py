@@ -64,10 +64,10 @@ def test_adoption_keeps_uuid_disk_content_and_an_extra_device(base, unique, caps
         assert f"h1: adopting {name} (defined outside virtfleet): memory 67108864 -> 134217728" in said, said
         assert f"graceful restart (it is running; memory, interfaces, graphics need it); kept: disk vdb {extra}" in said
         made = gp.create(props)
-        assert made.id == uuid and made.outs["uuid"] == uuid
+        assert made.id == uuid and made.outs["status"]["uuid"] == uuid
         inactive = lab.virsh("h1", "dumpxml", name, "--inactive")
         assert "urn:virtfleet:owner:1" in inactive and extra in inactive and "131072" in inactive
-        assert made.outs["unmanaged"] == [f"disk vdb {extra}"] and made.outs["xmlDrift"] is False
+        assert made.outs["status"]["unmanaged"] == [f"disk vdb {extra}"] and made.outs["xmlDrift"] is False
         assert lab.domain_state("h1", name) == "running"
         assert not gp.diff(uuid, gp.read(uuid, made.outs).outs, props).changes
         gp.delete(uuid, made.outs)

@@ -37,7 +37,8 @@ def test_lifecycle(disk, unique, sweep) -> None:
     made = gp.create(props)
     uuid = made.id
     assert lab.domain_state("h1", name) == "running"
-    assert made.outs["uuid"] == uuid and made.outs["spec"]["running"] is True and made.outs["xmlDrift"] is False
+    assert made.outs["status"]["uuid"] == uuid and made.outs["spec"]["running"] is True
+    assert made.outs["xmlDrift"] is False
     assert "urn:virtfleet:owner:1" in lab.virsh("h1", "dumpxml", name)
     read = gp.read(uuid, made.outs)
     assert read.id == uuid and not gp.diff(uuid, read.outs, props).changes
@@ -50,7 +51,7 @@ def test_lifecycle(disk, unique, sweep) -> None:
     d = gp.diff(uuid, made.outs, checked)
     assert d.changes and not d.replaces
     updated = gp.update(uuid, made.outs, checked)
-    assert updated.outs["uuid"] == uuid
+    assert updated.outs["status"]["uuid"] == uuid
     assert "196608" in lab.virsh("h1", "dumpxml", name, "--inactive")
     assert lab.domain_state("h1", name) == "running" and lab.uptime_of("h1", name) != pid_before
 
@@ -62,7 +63,8 @@ def test_lifecycle(disk, unique, sweep) -> None:
     # stopped outside with virsh destroy: read as stopped; update starts it again
     lab.virsh("h1", "destroy", name)
     stopped = gp.read(uuid, flipped.outs)
-    assert stopped.id == uuid and stopped.outs["spec"]["running"] is False and stopped.outs["state"] == "shutoff"
+    assert stopped.id == uuid and stopped.outs["spec"]["running"] is False
+    assert stopped.outs["status"]["state"] == "shutoff"
     assert gp.diff(uuid, stopped.outs, dict(bigger, autostart=True)).changes
     restarted = gp.update(uuid, stopped.outs, dict(bigger, autostart=True))
     assert restarted.outs["spec"]["running"] is True and lab.domain_state("h1", name) == "running"
@@ -71,10 +73,10 @@ def test_lifecycle(disk, unique, sweep) -> None:
     pid = lab.uptime_of("h1", name)
     lab.virsh("h1", "suspend", name)
     paused = gp.read(uuid, restarted.outs)
-    assert paused.outs["spec"]["running"] is False and paused.outs["state"] == "paused"
+    assert paused.outs["spec"]["running"] is False and paused.outs["status"]["state"] == "paused"
     assert gp.diff(uuid, paused.outs, dict(bigger, autostart=True)).changes
     resumed = gp.update(uuid, paused.outs, dict(bigger, autostart=True))
-    assert resumed.outs["spec"]["running"] is True and resumed.outs["state"] == "running"
+    assert resumed.outs["spec"]["running"] is True and resumed.outs["status"]["state"] == "running"
     assert lab.domain_state("h1", name) == "running" and lab.uptime_of("h1", name) == pid  # the same QEMU
 
     # definition edited outside: drift seen, update restores it with the same UUID
@@ -82,7 +84,7 @@ def test_lifecycle(disk, unique, sweep) -> None:
     drifted = gp.read(uuid, restarted.outs)
     assert drifted.outs["xmlDrift"] is True
     fixed = gp.update(uuid, drifted.outs, dict(bigger, autostart=True))
-    assert fixed.outs["xmlDrift"] is False and fixed.outs["uuid"] == uuid
+    assert fixed.outs["xmlDrift"] is False and fixed.outs["status"]["uuid"] == uuid
 
     # delete: graceful shutdown -> undefine; deleting again is fine; read says gone
     t0 = time.monotonic()
@@ -194,19 +196,20 @@ def test_a_device_added_with_virsh_survives_an_update(disk, unique, sweep) -> No
     gp = GuestProvider()
     props = guest_props("h1", name, disk, _mac(unique))
     made = gp.create(props)
-    assert made.outs["unmanaged"] == []
+    assert made.outs["status"]["unmanaged"] == []
     extra = f"extra-{unique}.raw"
     lab.virsh("h1", "vol-create-as", "guests", extra, "16M")
     try:
         lab.virsh("h1", "attach-disk", name, f"/var/lib/virtfleet/guests/{extra}", "vdb", "--config")
         seen = gp.read(made.id, made.outs).outs
-        assert seen["unmanaged"] == [f"disk vdb /var/lib/virtfleet/guests/{extra}"] and seen["xmlDrift"] is False
+        assert seen["status"]["unmanaged"] == [f"disk vdb /var/lib/virtfleet/guests/{extra}"]
+        assert seen["xmlDrift"] is False
         assert not gp.diff(made.id, seen, props).changes  # listed, not drift: nothing to do for it
         news = {**props, "memory": 160 << 20}
         updated = gp.update(made.id, seen, news).outs
         inactive = lab.virsh("h1", "dumpxml", name, "--inactive")
         assert f"/var/lib/virtfleet/guests/{extra}" in inactive and "<memory unit='KiB'>163840</memory>" in inactive
-        assert updated["unmanaged"] == seen["unmanaged"] and updated["xmlDrift"] is False
+        assert updated["status"]["unmanaged"] == seen["status"]["unmanaged"] and updated["xmlDrift"] is False
         assert lab.domain_state("h1", name) == "running"
         gp.delete(made.id, updated)
     finally:

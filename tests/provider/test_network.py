@@ -145,8 +145,8 @@ def test_an_address_wait_gives_up_on_time_and_keeps_the_guest(disk, unique, swee
     made = gp.create(guest_props("h1", name, disk, _mac(unique), agent=True, waitForAddress=3))
     took = time.monotonic() - t0
     assert lab.domain_state("h1", name) == "running"
-    assert made.outs["addresses"] == [{"mac": _mac(unique), "source": "", "addresses": []}]
-    assert made.outs["address"] == ""
+    assert made.outs["status"]["addresses"] == [{"mac": _mac(unique), "source": "", "addresses": []}]
+    assert made.outs["status"]["address"] == ""
     err = capsys.readouterr().err
     assert "gave up after waitForAddress 3 s" in err and f"interface {_mac(unique)} (direct eth0): asked agent (" in err
     assert took < 3 + 20  # bounded: the wait plus one start, never the agent's own unbounded default
@@ -176,6 +176,6 @@ def test_an_address_wait_outlives_a_libvirtd_restart(disk, unique, sweep, capsys
         made = GuestProvider().create(guest_props("h1", name, disk, _mac(unique), agent=True, waitForAddress=20))
     finally:
         restart.join()
-    assert made.outs["address"] == "" and lab.domain_state("h1", name) == "running"
+    assert made.outs["status"]["address"] == "" and lab.domain_state("h1", name) == "running"
     assert "gave up after waitForAddress 20 s" in capsys.readouterr().err
     GuestProvider().delete(made.id, made.outs)

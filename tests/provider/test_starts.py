@@ -51,7 +51,7 @@ def test_guests_created_together_run_once_none_of_them_is_starting(base, unique,
     made: dict[str, str] = {}
 
     def create(n: str, disk: str) -> None:
-        made[n] = gp.create(guest_props("h1", n, disk, mac_for(n))).outs["state"]
+        made[n] = gp.create(guest_props("h1", n, disk, mac_for(n))).outs["status"]["state"]
 
     threads = [threading.Thread(target=create, args=(n, d.outs["path"])) for n, d in zip(names, disks, strict=True)]
     try:

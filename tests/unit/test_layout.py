@@ -1,4 +1,5 @@
-"""Guest and Volume properties nested under `spec` in the program and the state, flat in the provider's methods;
+"""Guest and Volume properties nested under `spec` (and a guest's outputs under `status`) in the program and the
+state, flat in the provider's methods;
 state written before the nesting still reads, diffs and deletes."""
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ def test_methods_see_flat_and_answer_nested(given: dict[str, Any]) -> None:
     assert p.read("id", gone).outs == {}  # not found: nothing to nest
 
 
+def test_status_keys_are_grouped_and_flattened() -> None:
+    outs = {**FLAT, "uuid": "u", "state": "running"}
+    shape = nested(outs, TOP, frozenset(("uuid", "state", "address")))
+    assert shape == {**NESTED, "status": {"uuid": "u", "state": "running"}}
+    assert flat(shape) == outs
+    assert "status" not in nested(FLAT, TOP, frozenset(("uuid",)))  # nothing to group: no empty `status`
+
+
 def test_a_subclass_is_not_nested_twice() -> None:
     class Again(Recorder):
         pass
@@ -88,24 +97,27 @@ def test_a_subclass_is_not_nested_twice() -> None:
 
 
 def test_guest_program_keys() -> None:
-    """The program registers one `spec` and what it reads; the user-data stays a top-level (secret) input."""
+    """The program registers one `spec` and one `status`; the user-data stays a top-level (secret) input."""
     props = {**OLD, "cloudInit": {"userData": "secret"}}
-    shape = nested(props, TOP_KEYS)
-    assert set(shape) - {"spec", "__provider"} == {"uuid", "state", "cloudInit"} and "cloudInit" not in shape["spec"]
-    assert set(OUTPUT_KEYS) <= TOP_KEYS and {"memory", "connection", "name"} <= set(shape["spec"])
+    shape = nested(props, TOP_KEYS, OUTPUT_KEYS)
+    assert set(shape) - {"spec", "__provider"} == {"status", "cloudInit"} and "cloudInit" not in shape["spec"]
+    assert set(shape["status"]) == {"uuid", "state"} and {"memory", "connection", "name"} <= set(shape["spec"])
+    assert not OUTPUT_KEYS & TOP_KEYS
 
 
-def test_guest_diff_old_flat_state_against_nested_inputs() -> None:
-    """An upgraded program's nested inputs against a guest's flat outputs from before: no change; a real change
-    is still classed by the table, and a replacement names `spec`."""
+INPUTS = {k: v for k, v in OLD.items() if k not in OUTPUT_KEYS}  # what the program registers, flat
+
+
+@pytest.mark.parametrize("olds", [OLD, {**nested(OLD, TOP_KEYS | OUTPUT_KEYS)}, nested(OLD, TOP_KEYS, OUTPUT_KEYS)],
+                         ids=["flat", "outputs at the top level", "outputs under status"])
+def test_guest_diff_earlier_layouts_against_nested_inputs(olds: dict[str, Any]) -> None:
+    """Today's nested inputs against a guest's outputs in each layout state was written in: no change; a real
+    change is still classed by the table, and a replacement names `spec`."""
     gp = GuestProvider()
-    news = nested({**OLD, "uuid": None, "state": None}, TOP_KEYS)
-    assert not gp.diff("u", OLD, news).changes
-    bigger = nested({**OLD, "memory": 2 << 30}, TOP_KEYS)
-    d = gp.diff("u", OLD, bigger)
+    assert not gp.diff("u", olds, nested(INPUTS, TOP_KEYS)).changes
+    d = gp.diff("u", olds, nested({**INPUTS, "memory": 2 << 30}, TOP_KEYS))
     assert d.changes and not d.replaces
-    moved = nested({**OLD, "name": "g2"}, TOP_KEYS)
-    assert gp.diff("u", nested(OLD, TOP_KEYS), moved).replaces == ["spec"]
+    assert gp.diff("u", olds, nested({**INPUTS, "name": "g2"}, TOP_KEYS)).replaces == ["spec"]
 
 
 def test_volume_check_refuses_shrink_through_the_nesting() -> None:
