@@ -122,8 +122,9 @@ def upload_ranges(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: st
 
 _VERIFY_AND_PUBLISH = r"""
 algo=$1 want=$2 size=$3 src=$4 dst=$5 prog=$7 py=$8
-# a lock on the file while it is checked: another run's cleanup sees this upload alive (remove_dead_uploads)
-if [ -f "$src" ] && exec 9<"$src"; then flock 9 2>/dev/null || :; fi
+# held while it is checked, so that another run's cleanup sees this upload alive (remove_dead_uploads): a
+# lock on a file; an LV open (lvremove refuses an open LV)
+if [ -f "$src" ] && exec 9<"$src"; then flock 9 2>/dev/null || :; elif [ -b "$src" ]; then exec 9<"$src"; fi
 if [ "$algo" = digest ]; then
   command -v "$py" >/dev/null 2>&1 || exit 5
   got=$("$py" -c "$prog" "$src" "$size") || { [ $? = 3 ] && { echo "$got"; exit 3; }; exit 5; }
@@ -144,8 +145,8 @@ fi
 # never replaces a base another upload of the same digest published meanwhile (it may be held and used)
 if [ -f "$src" ]; then
   chmod 0444 -- "$src" && { ln -T -- "$src" "$dst" 2>/dev/null || [ -e "$dst" ]; } && rm -f -- "$src"
-elif [ -e "$dst" ]; then lvremove -f "$src" >/dev/null
-else lvrename "$6" "${src##*/}" "${dst##*/}" && lvchange --permission r "$dst"; fi
+elif [ -e "$dst" ]; then exec 9<&-; lvremove -f "$src" >/dev/null
+else lvrename "$6" "${src##*/}" "${dst##*/}" && exec 9<&- && lvchange --permission r "$dst"; fi
 """
 _CLUSTERMAP_SOURCE = Path(clustermap.__file__).read_text()
 HOST_PYTHON = "python3"  # the host's interpreter for `clustermap` (absent or < 3.7: the fallbacks are used)
@@ -247,9 +248,13 @@ def receive(c: Connection, path: str, tmp: str, final: str, want: str, progress:
 UPLOAD_GRACE = 120  # seconds: a younger temporary upload may not have its receiver's lock yet
 _REMOVE_DEAD = r"""
 grace=$1; shift; now=$(date +%s)
-command -v flock >/dev/null 2>&1 || exit 0
 for f in "$@"; do
-  [ -f "$f" ] || continue
+  if [ -b "$f" ]; then
+    [ $((now - $(stat -L -c %Z -- "$f" 2>/dev/null || echo "$now"))) -ge "$grace" ] || continue
+    lvremove -q -f -- "$f" >/dev/null 2>&1 && echo "$f"
+    continue
+  fi
+  [ -f "$f" ] && command -v flock >/dev/null 2>&1 || continue
   [ $((now - $(stat -c %Y -- "$f" 2>/dev/null || echo "$now"))) -ge "$grace" ] || continue
   flock -n "$f" rm -f -- "$f" && echo "$f"
 done
@@ -258,10 +263,11 @@ exit 0
 
 
 def remove_dead_uploads(c: Connection, paths: list[str]) -> list[str]:
-    """Remove the temporary upload files among `paths` that no upload is writing any more: older than
-    UPLOAD_GRACE seconds (by the host's clock) and not locked by their receiver or check on the host
-    (`clustermap.receive`, `verify_and_publish`).  Only provably dead ones go: an LV, or a host without
-    flock(1), keeps them all.  Returns the removed paths."""
+    """Remove the temporary uploads among `paths` that no upload is writing any more, older than
+    UPLOAD_GRACE seconds (by the host's clock): a file not locked by its receiver or check on the host
+    (`clustermap.receive`, `verify_and_publish`; a host without flock(1) keeps them all), an LV that no
+    process has open (libvirt's upload stream and the check hold it open; `lvremove` refuses an open LV).
+    Returns the removed paths."""
     if not paths:
         return []
     _, out, _ = session.run(c, ["sh", "-c", _REMOVE_DEAD, "sh", str(UPLOAD_GRACE), *paths])

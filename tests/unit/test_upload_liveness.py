@@ -4,6 +4,7 @@ uploads that are provably dead, and the second to finish never replaces the firs
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import subprocess
 import time
@@ -84,3 +85,56 @@ def test_only_old_unlocked_uploads_are_dead(tmp_path) -> None:
                                str(tmp_path / "vfupload-d-gone"))
     assert removed == [str(old)]
     assert not old.exists() and young.exists() and locked.exists()
+
+
+@pytest.fixture
+def lv(tmp_path):
+    """A loop device standing in for an LV (this kernel has no device-mapper: no real LV can be made here),
+    and stand-ins for the LVM commands first on PATH that log their arguments and whether the script holds
+    the device open (fd 9) when they run; `lvremove` refuses while `open` exists, as LVM refuses an open LV."""
+    backing = tmp_path / "backing"
+    backing.write_bytes(os.urandom(1 << 20))
+    dev = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    bin_dir, log = tmp_path / "bin", tmp_path / "lvm.log"
+    bin_dir.mkdir()
+    for cmd in ("lvremove", "lvrename", "lvchange"):
+        refuse = f'[ -e {tmp_path}/open ] && exit 5' if cmd == "lvremove" else ":"
+        (bin_dir / cmd).write_text(f'#!/bin/sh\nfor last; do :; done\n{refuse}\n'
+                                   f'[ -e /proc/$$/fd/9 ] && o=open || o=closed\necho "{cmd} $* fd9=$o" >> {log}\n')
+        (bin_dir / cmd).chmod(0o755)
+    try:
+        yield dev, bin_dir, log, backing
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def _run(script: str, bin_dir, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return subprocess.run(["sh", "-c", script, "sh", *args], capture_output=True, text=True, env=env)
+
+
+def test_a_dead_lv_upload_is_removed_an_open_or_young_one_kept(lv, tmp_path) -> None:
+    dev, bin_dir, log, _ = lv
+    os.chmod(dev, os.stat(dev).st_mode & 0o7777)  # its node changed now, as an LV's appears when it is made
+    assert _run(transfer._REMOVE_DEAD, bin_dir, "3600", dev).stdout == ""  # younger than the grace: not asked
+    assert not log.exists()
+    (tmp_path / "open").touch()
+    assert _run(transfer._REMOVE_DEAD, bin_dir, "0", dev).stdout == ""  # open: lvremove refuses, kept
+    (tmp_path / "open").unlink()
+    assert _run(transfer._REMOVE_DEAD, bin_dir, "0", dev).stdout.split() == [dev]
+    assert log.read_text().splitlines() == [f"lvremove -q -f -- {dev} fd9=closed"]
+
+
+def test_an_lv_upload_is_held_open_while_it_is_checked_and_renamed(lv, tmp_path) -> None:
+    dev, bin_dir, log, backing = lv
+    size = 1 << 20
+    want = hashlib.sha256(backing.read_bytes()).hexdigest()
+    ran = _run(transfer._VERIFY_AND_PUBLISH, bin_dir, "sha256", want, str(size), dev, "/dev/vg/vfbase-x.raw",
+               "vg", "", "python3")
+    assert ran.returncode == 0, ran.stderr
+    assert log.read_text().splitlines() == [f"lvrename vg {os.path.basename(dev)} vfbase-x.raw fd9=open",
+                                            "lvchange --permission r /dev/vg/vfbase-x.raw fd9=closed"]
+    bad = _run(transfer._VERIFY_AND_PUBLISH, bin_dir, "sha256", "0" * 64, str(size), dev, "/dev/vg/vfbase-y.raw",
+               "vg", "", "python3")
+    assert bad.returncode == 3 and len(log.read_text().splitlines()) == 2  # a mismatch publishes nothing
