@@ -19,7 +19,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, 
 
 from . import adoption, xmlgen
 from . import diff as difftab
-from .base import BaseProvider, inputs_of, nested, say
+from .base import BaseProvider, has_unknowns, inputs_of, nested, say
 from .errors import HostError, UnsafeChangeError
 from .remote import bases, domains, session, storage
 from .spec import VolumeSpec
@@ -61,20 +61,37 @@ def _check_takeover(spec: VolumeSpec, p: libvirt.virStoragePool) -> None:
         raise UnsafeChangeError(why)
 
 
-def _take_as_is(spec: VolumeSpec, vol: libvirt.virStorageVol, logical: bool) -> dict[str, Any]:
-    """An existing disk taken over with its guest: never rewritten; refused if it is larger than diskSize
-    (it would never shrink) or not the format virtfleet defines for the pool."""
-    seen = xmlgen.observe_volume(vol.XMLDesc(0))
+def _as_is_refusal(spec: VolumeSpec, seen: dict[str, Any], logical: bool, path: str) -> tuple[str, str]:
+    """(the key, why) an existing disk cannot be taken over as it is: larger than diskSize (it would never
+    shrink) or not the format virtfleet defines for the pool; ("", "") when it can."""
     if int(seen["capacity"]) > spec.capacity:
-        raise UnsafeChangeError(f"host {spec.conn.host}: disk {spec.name!r} is {human(int(seen['capacity']))}, larger "
-                                f"than diskSize {human(spec.capacity)}: an adopted disk is kept as it is and never "
-                                f"shrunk, nothing changed. Set diskSize to at least {human(int(seen['capacity']))}")
+        return "capacity", (f"host {spec.conn.host}: disk {spec.name!r} is {human(int(seen['capacity']))}, larger "
+                            f"than diskSize {human(spec.capacity)}: an adopted disk is kept as it is and never "
+                            f"shrunk, nothing changed. Set diskSize to at least {human(int(seen['capacity']))}")
     if not logical and seen["format"] != "qcow2":
-        raise UnsafeChangeError(f"host {spec.conn.host}: disk {spec.name!r} is {seen['format'] or 'of unknown format'}"
-                                ", but guests' disks in a dir pool are qcow2: not adopted, nothing changed. Convert "
-                                f"it first (`qemu-img convert -O qcow2 OLD {vol.path()}`, with the guest shut down)")
+        return "adopt", (f"host {spec.conn.host}: disk {spec.name!r} is {seen['format'] or 'of unknown format'}, "
+                         "but guests' disks in a dir pool are qcow2: not adopted, nothing changed. Convert it "
+                         f"first (`qemu-img convert -O qcow2 OLD {path}`, with the guest shut down)")
+    return "", ""
+
+
+def _take_as_is(spec: VolumeSpec, vol: libvirt.virStorageVol, logical: bool) -> dict[str, Any]:
+    """An existing disk taken over with its guest: never rewritten (see `_as_is_refusal`)."""
+    seen = xmlgen.observe_volume(vol.XMLDesc(0))
+    _, why = _as_is_refusal(spec, seen, logical, vol.path())
+    if why:
+        raise UnsafeChangeError(why)
     say(f"{spec.conn.host}: adopted existing disk {spec.name} as it is (adopt: true)")
     return seen
+
+
+def _preview_take_as_is(spec: VolumeSpec) -> tuple[str, str]:
+    """At preview (check of a new disk with `adopt`): what `_take_as_is` would refuse of the existing disk."""
+    p = storage.lookup_pool(session.virt(spec.conn), spec.pool)
+    vol = storage.lookup_volume(p, spec.name) if p is not None else None
+    if p is None or vol is None:
+        return "", ""
+    return _as_is_refusal(spec, xmlgen.observe_volume(vol.XMLDesc(0)), storage.pool_type(p) == "logical", vol.path())
 
 
 def _grow(spec: VolumeSpec, vol: libvirt.virStorageVol) -> None:
@@ -117,6 +134,12 @@ class VolumeProvider(BaseProvider):
                 "capacity", f"diskSize {human(int(new_cap))} would shrink the existing disk {news.get('name')} "
                 f"({human(int(old_cap))}): shrinking is refused because it loses data. "
                 f"Keep diskSize >= {human(int(old_cap))}"))
+        # a new disk taking over an existing one: what create would refuse is said now (the only host access
+        # of check, as the guest's)
+        if not olds and not result.failures and news.get("adopt") and not has_unknowns(news):
+            key, why = _preview_take_as_is(VolumeSpec.from_props(news))
+            if why:
+                result.failures.append(CheckFailure(key, why))
         return result
 
     def create(self, props: dict[str, Any]) -> CreateResult:

@@ -133,3 +133,26 @@ def test_a_disk_elsewhere_is_refused_before_any_change(base, unique) -> None:
         assert lab.volumes("h1") == volumes and lab.virsh("h1", "dumpxml", name, "--inactive") == before
     finally:
         _cleanup(name, f"else-{unique}.qcow2")
+
+
+@pytest.mark.parametrize("shape", ["larger", "raw"])
+def test_a_disk_that_cannot_be_taken_as_it_is_is_refused_in_preview(base, unique, shape) -> None:
+    """An existing disk larger than diskSize, or raw in a dir pool, is refused by the preview's check (naming
+    the key and the fix), and again by create; nothing on the host changes."""
+    name = f"as{shape[0]}-{unique}"
+    disk = f"{name}.qcow2"
+    try:
+        lab.virsh("h1", "vol-create-as", "guests", disk, "64M", "--format", "qcow2" if shape == "larger" else "raw")
+        props = volume_props("h1", disk, base, deleteOnDestroy=False, adopt={"domain": name, "owner": _owner(name)},
+                             capacity=(32 << 20) if shape == "larger" else (1 << 30))
+        before = lab.virsh("h1", "vol-dumpxml", "--pool", "guests", disk)
+        failures = VolumeProvider().check({}, props).failures
+        key, fix = {"larger": ("capacity", "Set diskSize to at least 64 MiB"),
+                    "raw": ("adopt", "qemu-img convert")}[shape]
+        assert [f.property for f in failures] == [key] and fix in failures[0].reason, failures
+        with pytest.raises(UnsafeChangeError, match="nothing changed"):
+            VolumeProvider().create(props)
+        assert lab.virsh("h1", "vol-dumpxml", "--pool", "guests", disk) == before
+        assert not VolumeProvider().check({}, {**props, "adopt": None}).failures  # without adopt: nothing to say
+    finally:
+        _cleanup(name, disk)
