@@ -124,7 +124,8 @@ def observe_domain(xml: str) -> dict[str, Any]:
 
 
 def observe_managed(xml: str, macs: set[str]) -> dict[str, Any]:
-    """`observe_domain(managed_view(xml, macs))` from one parse: what drift compares, read on every refresh."""
+    """The managed fields of a definition without the devices virtfleet does not manage: what drift compares
+    (a device added outside is never drift), read on every refresh."""
     root = ET.fromstring(xml)
     _drop_foreign_devices(root, macs)
     return _observed(root)
@@ -240,14 +241,8 @@ def unmanaged_devices(live_xml: str, defined: list[str], macs: set[str]) -> dict
     return out
 
 
-def managed_view(xml: str, macs: set[str]) -> str:
-    """A definition without the devices virtfleet does not manage, for comparing managed fields only."""
-    root = ET.fromstring(xml)
-    _drop_foreign_devices(root, macs)
-    return ET.tostring(root, encoding="unicode")
-
-
 def _drop_foreign_devices(root: ET.Element, macs: set[str]) -> None:
+    """Leave only the devices virtfleet manages, for comparing managed fields only."""
     devices = root.find("devices")
     if devices is not None:
         for dev in [d for d in devices if not _ours(d, macs)]:

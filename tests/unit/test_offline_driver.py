@@ -101,7 +101,7 @@ def test_an_update_keeps_what_was_added_outside_and_lists_it(test_driver: libvir
                                                                                      "52:54:00:00:00:04")))
     merged = xmlgen.merge(live, xmlgen.domain(new, uuid), macs | {i.mac for i in new.interfaces})
     back = test_driver.defineXML(merged).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-    seen = xmlgen.observe_domain(xmlgen.managed_view(back, {i.mac for i in new.interfaces}))
+    seen = xmlgen.observe_managed(back, {i.mac for i in new.interfaces})
     assert seen == {**xmlgen.observe_domain(xmlgen.domain(new, uuid))}
     assert "vdb" in back and "52:54:00:99:99:99" in back and "52:54:00:00:00:03" not in back
     assert back.count("<disk") == 3  # vda, the seed, vdb: nothing of ours twice
@@ -109,7 +109,7 @@ def test_an_update_keeps_what_was_added_outside_and_lists_it(test_driver: libvir
     assert sorted(carried.values()) == sorted(extra.values())  # the same devices, still listed as outside
 
     # the managed view ignores what was added outside: no drift, no restart for it
-    assert xmlgen.observe_domain(xmlgen.managed_view(back, {i.mac for i in new.interfaces}))["interfaces"] == \
+    assert xmlgen.observe_managed(back, {i.mac for i in new.interfaces})["interfaces"] == \
         xmlgen.observe_domain(xmlgen.domain(new, uuid))["interfaces"]
 
 
