@@ -96,7 +96,8 @@ PREFIX = "b6"
 # the sides: the peer; virtfleet as set up by scripts/env.sh; virtfleet with Pulumi's documented
 # PULUMI_SKIP_CHECKPOINTS (the state written once at the end, not after every step: README "Large fleets")
 SIDES = ("peer", "virtfleet", "virtfleet-skip")
-SIDE_ENV: dict[str, dict[str, str | None]] = {"virtfleet-skip": {"PULUMI_SKIP_CHECKPOINTS": "true"}}
+SKIP = {"PULUMI_SKIP_CHECKPOINTS": "true"}  # the state written once, at the end of a command
+SIDE_ENV: dict[str, dict[str, str | None]] = {"virtfleet-skip": {**SKIP}}
 LETTER = {"peer": "p", "virtfleet": "v", "virtfleet-skip": "s"}  # in the guests' names: b6p400-000, b6v.., b6s..
 OPS = ("create", "no-op preview/plan", "refresh", "change 1 guest", "destroy")
 NOTES = {"create": "not like for like: the peer starts, then powers off, every guest (its running = false)",
@@ -702,7 +703,7 @@ def floor(sizes: list[int], nhosts: int = 16) -> int:
     for n in sizes:
         count = 2 * n + 3 * nhosts
         st = floor_stack_of(tmp, count, up=False)
-        skip = {**st.env, "PULUMI_SKIP_CHECKPOINTS": "true"}
+        skip = {**st.env, **SKIP}
         for op, run in (("create", st.up), ("no-op preview/plan", functools.partial(st.preview, "--expect-no-changes")),
                         ("refresh", functools.partial(st.refresh, "--skip-preview")),
                         ("change 1 guest", functools.partial(floor_change, st)), ("destroy", st.destroy),

@@ -57,6 +57,10 @@ class Machine:
         static = {"host": conf.host, "mac": conf.interfaces[0].mac, "ip": conf.values["ip"],
                   "virtManager": f"virt-manager --connect '{spec.conn.uri}' --show-domain-console {conf.name}",
                   "disk": spec.pool.volume_path(disk_name)}
-        self.outputs = self.guest.status.apply(lambda s: {
-            **static, **{k: (s or {}).get(k) for k in ("uuid", "address", "addresses", "state", "uri")},
-            "console": (s or {}).get("consoleCommand")})
+        self.outputs = self.guest.status.apply(lambda s: _export(static, s or {}))
+
+
+def _export(static: dict[str, str], status: dict) -> dict:
+    """One guest's entry in the stack's `guests` export."""
+    return {**static, **{k: status.get(k) for k in ("uuid", "address", "addresses", "state", "uri")},
+            "console": status.get("consoleCommand")}
