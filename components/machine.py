@@ -38,7 +38,8 @@ class Machine:
             f"{conf.key}-disk",
             {"connection": conn, "pool": spec.pool.name, "name": disk_name, "capacity": conf.disk_size,
              "mode": conf.disk_mode, "baseVolume": hv.base_volume_names[conf.image],
-             "baseFormat": hv.images_format[conf.image], "deleteOnDestroy": conf.delete_disk, "adopt": adopt},
+             "baseFormat": hv.images_format[conf.image], "deleteOnDestroy": conf.delete_disk, "adopt": adopt,
+             "owner": owner},
             pulumi.ResourceOptions(aliases=was, depends_on=[hv.host, base]))
         seed = SeedSpec(spec.pool.name, spec.pool.path, conf.seed, conf.name) if conf.seed else None
         networks = [hv.networks[i.source] for i in conf.interfaces if i.type == "network" and i.source in hv.networks]

@@ -46,6 +46,7 @@ VOLUME_TABLE = Table({
     "baseVolume": "ignore",    # an existing disk keeps its own backing file; only new disks use the new base
     "baseFormat": "ignore",
     "adopt": "ignore",         # only matters at create: an existing disk is taken as is
+    "owner": "ignore",         # the resource's own name: recorded on the host at create
 })
 
 HOST_TABLE = Table({"connection": "replace", "pool": "replace", "hostNic": "inplace", "virtType": "inplace"})

@@ -31,7 +31,7 @@ def _owner(root: ET.Element, spec: Any) -> None:
         sub(el, f"{{{OWNER_NS}}}{key}", getattr(spec.owner, key))
 
 
-def _observe_owner(root: ET.Element) -> dict[str, str] | None:
+def observe_owner(root: ET.Element) -> dict[str, str] | None:
     owner = root.find(f"metadata/{{{OWNER_NS}}}owner")
     return {k: text(owner, f"{{{OWNER_NS}}}{k}") for k in OWNER_KEYS} if owner is not None else None
 
@@ -163,7 +163,7 @@ def _observe_agent(root: ET.Element) -> bool:
 
 VIRT_TYPE = Xml(lambda r: r.get("type", ""), _set_type)
 NAME = Xml(lambda r: text(r, "name"), _name, tags=("name",))
-OWNER = Xml(_observe_owner, _owner)
+OWNER = Xml(observe_owner, _owner)
 MEMORY = Xml(_observe_memory, _memory, tags=("memory", "currentMemory"))
 DESCRIPTION = Xml(lambda r: text(r, "description"), _description, tags=("description",))
 VCPUS = Xml(lambda r: int(text(r, "vcpu", "0") or 0), _vcpus, tags=("vcpu",))

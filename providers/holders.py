@@ -1,4 +1,5 @@
-"""Who still needs a base volume on a host, so that the last one to let go removes it.
+"""Records on a host of who needs what: the holders of a base volume, so that the last one to let go
+removes it, and the owner of a guest's disk, so that no other resource grows or deletes it.
 
 A base (`vfbase-DIGEST.raw`, content-addressed) may be wanted by several BaseImage resources (one per
 stack that deploys the image to the host) and backs the disks made from it.  Each BaseImage holds the
@@ -9,10 +10,20 @@ tracked, no holder is left, and no qcow2 file beside it names it as its backing 
 last removes it: the BaseImage's delete (`release`) or the delete of its last disk (`collect`).  When
 the list is full (about 200 holders on ext4), the base is pinned instead: never removed automatically.
 
-This file imports nothing of virtfleet: it runs on the host as `python3 -c SOURCE OP BASE [HOLDER]`.
-It prints one line: `held`, `missing`, `removed`, `kept held N`, `kept used NAME`, `kept pinned`, or
-`untracked` (a base from before holders were kept, or a file system without user extended attributes:
-the caller falls back to its own rule).
+A guest's disk made (or taken over) by virtfleet names its Volume resource (`project/stack/resource`)
+in `user.virtfleet.owner`: a kept disk carries it after its guest is gone, so a later Volume reuses,
+grows or deletes it only if it is the same resource.
+
+A network shared by stacks is held the same way, through a record file of its own (`enlist` creates
+it; a network found already there when the record is made is pinned: virtfleet never removes it).
+
+This file imports nothing of virtfleet: it runs on the host as `python3 -c SOURCE OP PATH [ARG]`.
+For bases it prints one line: `held`, `missing`, `removed`, `kept held N`, `kept used NAME`, `kept
+pinned`, or `untracked` (a base from before holders were kept, or a file system without user extended
+attributes: the caller falls back to its own rule).  For disks, `owner` prints `owner WHO` or `none`,
+then `backs NAME` for a file beside it that names it as its backing file; `claim DISK WHO` prints
+`claimed` or `owner OTHER` (claimed by another resource: left as it is); either may print `missing` or
+`untracked`.
 """
 
 import errno
@@ -23,6 +34,7 @@ import sys
 
 HOLDERS = "user.virtfleet.holders"  # the holder ids, one per line; present = the base is tracked
 PINNED = "user.virtfleet.pinned"  # set when the list is full: never removed automatically
+OWNER = "user.virtfleet.owner"  # the Volume resource a disk was made for: project/stack/resource
 QCOW2_MAGIC = b"QFI\xfb"
 HEADER = struct.Struct(">4sIQI")  # magic, version, backing file offset, backing file name length
 
@@ -118,11 +130,61 @@ def act(op, base, holder=""):
         os.close(fd)
 
 
+def enlist(path, holder, fresh):
+    """Hold a record file, making it first; a record made for something found already there is pinned."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if _holders(fd) is None and fresh != "fresh":
+            os.setxattr(fd, PINNED, b"")
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return "untracked"
+        raise
+    finally:
+        os.close(fd)
+    return act("hold", path, holder)
+
+
+def disk(op, path, who=""):
+    """owner: who a disk was made for, and the files it backs.  claim: record `who` unless another is."""
+    path = os.path.normpath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return ["missing"]
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        raw = _get(fd, OWNER)
+        seen = raw.decode(errors="replace") if raw is not None else None
+        if op == "claim":
+            if seen is not None and seen != who:
+                return [f"owner {seen}"]
+            os.setxattr(fd, OWNER, who.encode())
+            return ["claimed"]
+        return [f"owner {seen}" if seen is not None else "none"] + [f"backs {n}" for n in users(path)[:8]]
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return ["untracked"]
+        raise
+    finally:
+        os.close(fd)
+
+
 def main(argv):
-    if len(argv) < 3 or argv[1] not in ("hold", "release", "collect") or argv[1] == "hold" and len(argv) < 4:
-        print("usage: hold|release|collect BASE [HOLDER]", file=sys.stderr)
+    op = argv[1] if len(argv) > 2 else ""
+    if op in ("owner", "claim") and (op == "owner" or len(argv) > 3):
+        print("\n".join(disk(op, argv[2], argv[3] if len(argv) > 3 else "")))
+        return 0
+    if op == "enlist" and len(argv) > 4:
+        print(enlist(os.path.normpath(argv[2]), argv[3], argv[4]))
+        return 0
+    if op not in ("hold", "release", "collect") or op == "hold" and len(argv) < 4:
+        print("usage: hold|release|collect BASE [HOLDER] | enlist RECORD HOLDER fresh|found | owner DISK | "
+              "claim DISK WHO", file=sys.stderr)
         return 2
-    print(act(argv[1], argv[2], argv[3] if len(argv) > 3 else ""))
+    print(act(op, argv[2], argv[3] if len(argv) > 3 else ""))
     return 0
 
 

@@ -4,11 +4,13 @@ create: define, start and autostart it; a network of that name that is already t
 its definition is the same, otherwise refused.  read: gone, stopped, or changed outside (drift).
 update: a DHCP range changes live; a change that needs the network restarted (mode, bridge, address,
 DHCP on/off) is applied only while no running guest is plugged into it, else refused naming the guests.
-delete: refused while running guests use it.
+delete: stacks that use one network hold it on the host (`holders`), so only the last one removes it, and
+only a network virtfleet defined; it is refused while any guest defined on the host, running or not, uses it.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import pulumi
@@ -17,7 +19,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Updat
 from . import diff as difftab
 from .base import BaseProvider, inputs_of, say
 from .errors import UnsafeChangeError
-from .remote import networks, session
+from .remote import bases, networks, session
 from .spec import NetworkSpec
 
 MANAGED = ("mode", "bridge", "address", "dhcp")
@@ -39,6 +41,7 @@ class NetworkProvider(BaseProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         spec = NetworkSpec.from_props(props)
         net = networks.lookup(session.virt(spec.conn), spec.name)
+        created = net is None
         if net is None:
             net = networks.define_new(spec)
         else:
@@ -51,7 +54,10 @@ class NetworkProvider(BaseProvider):
                     "changed. Give this network another name, or make its settings match that one's")
             say(f"{spec.conn.host}: using the existing network {spec.name}, defined as this stack wants it")
             networks.start(spec, net)
-        return CreateResult(f"{spec.conn.host}/{spec.name}", _outs(spec, props, networks.observe(net)))
+        holder = secrets.token_hex(8)
+        held = bases.hold_network(spec.conn, spec.name, holder, created) == "held"
+        outs = {**_outs(spec, props, networks.observe(net)), "created": created, "holder": holder if held else ""}
+        return CreateResult(f"{spec.conn.host}/{spec.name}", outs)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         spec = NetworkSpec.from_props(props)
@@ -69,8 +75,9 @@ class NetworkProvider(BaseProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         spec = NetworkSpec.from_props(news)
         net = networks.lookup(session.virt(spec.conn), spec.name)
+        keep: dict[str, Any] = {k: olds[k] for k in ("created", "holder") if k in olds}
         if net is None:  # removed outside since the last refresh
-            return UpdateResult(_outs(spec, news, networks.observe(networks.define_new(spec))))
+            return UpdateResult({**_outs(spec, news, networks.observe(networks.define_new(spec))), **keep})
         seen = networks.observe(net)
         wanted = _wanted(spec)
         restart = [k for k in ("mode", "bridge", "address") if seen[k] != wanted[k]]
@@ -83,10 +90,18 @@ class NetworkProvider(BaseProvider):
             if seen["dhcp"] != wanted["dhcp"]:
                 networks.set_dhcp_range(net, seen["dhcp"], wanted["dhcp"])
             networks.start(spec, net)
-        return UpdateResult(_outs(spec, news, networks.observe(net)))
+        return UpdateResult({**_outs(spec, news, networks.observe(net)), **keep})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         spec = NetworkSpec.from_props(props)
+        holder = str(props.get("holder") or "")
+        answer = bases.release_network(spec.conn, spec.name, holder) if holder else "untracked"
+        if answer.startswith("kept held"):
+            say(f"{spec.conn.host}: kept network {spec.name}: {answer.split()[-1]} other stack(s) still use it")
+            return
+        if answer == "kept pinned" or answer != "removed" and props.get("created") is False:
+            say(f"{spec.conn.host}: kept network {spec.name}: it was on the host before virtfleet used it")
+            return
         net = networks.lookup(session.virt(spec.conn), spec.name)
         if net is not None:
             networks.remove(spec, net)
@@ -97,4 +112,5 @@ class Network(Resource, module="virtfleet", name="Network"):
     active: pulumi.Output[bool]
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(NetworkProvider(), name, {**props, "active": None, "drift": None}, opts)
+        super().__init__(NetworkProvider(), name, {**props, "active": None, "drift": None, "created": None,
+                                                  "holder": None}, opts)

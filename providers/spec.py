@@ -175,12 +175,14 @@ class VolumeSpec:
     base_format: str
     delete_on_destroy: bool = False
     adopt: Adoption | None = None  # the disk of a guest with `adopt: true`: an existing volume is taken as is
+    owner: Owner | None = None  # the guest's owner: the host records it as the disk's (`diskuse`)
 
     def to_props(self) -> dict[str, Any]:
         return {"connection": self.conn.to_props(), "pool": self.pool, "name": self.name,
                 "capacity": self.capacity, "mode": self.mode, "baseVolume": self.base_volume,
                 "baseFormat": self.base_format, "deleteOnDestroy": self.delete_on_destroy,
-                "adopt": dataclasses.asdict(self.adopt) if self.adopt else None}
+                "adopt": dataclasses.asdict(self.adopt) if self.adopt else None,
+                "owner": dataclasses.asdict(self.owner) if self.owner else None}
 
     @classmethod
     def from_props(cls, p: dict[str, Any]) -> VolumeSpec:
@@ -191,7 +193,8 @@ class VolumeSpec:
                    base_volume=v.name("baseVolume", p.get("baseVolume"), "base volume", 255),
                    base_format=v.choice("baseFormat", p.get("baseFormat"), ("raw", "qcow2"), "base format"),
                    delete_on_destroy=v.boolean("deleteOnDestroy", p.get("deleteOnDestroy", False)),
-                   adopt=Adoption.from_props(p["adopt"]) if p.get("adopt") else None)
+                   adopt=Adoption.from_props(p["adopt"]) if p.get("adopt") else None,
+                   owner=_owner(p) if p.get("owner") else None)
 
 
 @dataclass(frozen=True)

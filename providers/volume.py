@@ -1,10 +1,11 @@
 """Volume: a guest disk in the host's pool, a qcow2 overlay on a base volume or a full copy of it.
 
-With `adopt` (its guest takes over a domain made outside virtfleet), an existing disk is taken as it is
-(never rewritten; grown if diskSize is larger), and nothing is made if the domain cannot be taken over.
-Growing resizes in place (online through the running guest when it is in use); shrinking is refused
-in `check`, before anything runs.  delete keeps the disk unless deleteOnDestroy is true.  A kept disk
-with the same name is adopted only when its backing file is the expected base.
+A disk already there is reused only when no other guest, file or resource has it (`diskuse`; checked in
+preview too) and its backing file is the expected base; with `adopt` (its guest takes over a domain made
+outside virtfleet) it is taken as it is (never rewritten; grown if diskSize is larger).  The host records
+each disk's owner, so a disk this resource did not make or take over is never grown or deleted.
+Growing resizes in place (online through the guest when it runs); shrinking is refused in `check`.
+delete keeps the disk unless deleteOnDestroy is true, and whenever anything else still uses it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import libvirt
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, Resource, UpdateResult
 
-from . import adoption, xmlgen
+from . import adoption, diskuse, xmlgen
 from . import diff as difftab
 from .base import BaseProvider, has_unknowns, inputs_of, nested, say
 from .errors import HostError, UnsafeChangeError
@@ -25,8 +26,9 @@ from .remote import bases, domains, session, storage
 from .spec import VolumeSpec
 from .units import human
 
-# the program reads `path` and `adopted`; `basePath` is the provider's; the inputs are nested (`base.nested`)
-TOP_KEYS = frozenset(("path", "adopted", "basePath"))
+# the program reads `path` and `adopted`; `basePath` and `owned` are the provider's; the inputs are nested
+# (`base.nested`)
+TOP_KEYS = frozenset(("path", "adopted", "basePath", "owned"))
 
 
 def _base(spec: VolumeSpec, p: libvirt.virStoragePool) -> libvirt.virStorageVol:
@@ -48,6 +50,10 @@ def _adopt(spec: VolumeSpec, vol: libvirt.virStorageVol, base_path: str) -> None
                                 f"larger than diskSize {human(spec.capacity)}: shrinking is refused. Raise diskSize")
 
 
+def _pool_path(p: libvirt.virStoragePool) -> str:
+    return ET.fromstring(p.XMLDesc(0)).findtext("target/path", "")
+
+
 def _check_takeover(spec: VolumeSpec, p: libvirt.virStoragePool) -> None:
     """The disk of a guest with `adopt: true`: refuse before anything changes what the guest's create would
     refuse (the domain is another virtfleet resource's, or its main disk is not this volume)."""
@@ -55,7 +61,7 @@ def _check_takeover(spec: VolumeSpec, p: libvirt.virStoragePool) -> None:
     dom = domains.by_name(session.virt(spec.conn), spec.adopt.domain)
     if dom is None:
         return
-    path = f"{ET.fromstring(p.XMLDesc(0)).findtext('target/path', '')}/{spec.name}"
+    path = f"{_pool_path(p)}/{spec.name}"
     why = adoption.refusal(spec.conn.host, spec.adopt.domain, spec.adopt.owner, path, domains.inactive_xml(dom))
     if why:
         raise UnsafeChangeError(why)
@@ -85,22 +91,55 @@ def _take_as_is(spec: VolumeSpec, vol: libvirt.virStorageVol, logical: bool) -> 
     return seen
 
 
-def _preview_take_as_is(spec: VolumeSpec) -> tuple[str, str]:
-    """At preview (check of a new disk with `adopt`): what `_take_as_is` would refuse of the existing disk."""
+def _ours(spec: VolumeSpec) -> str:
+    return diskuse.label(spec.owner) if spec.owner is not None else ""
+
+
+def _others(spec: VolumeSpec, users: list[domains.DiskUser]) -> list[str]:
+    return diskuse.others(((u.name, u.owner) for u in users), _ours(spec), spec.adopt.domain if spec.adopt else "")
+
+
+def _existing(spec: VolumeSpec, vol: libvirt.virStorageVol) -> tuple[str, bool]:
+    """Why the disk already there may not be reused by this Volume ('' if it may), and whether it is this
+    resource's own (recorded as its, or taken over with `adopt`)."""
+    users = _others(spec, domains.disk_users(session.virt(spec.conn), vol.path()))
+    record = bases.disk_record(spec.conn, vol.path())
+    why = diskuse.reuse_refusal(spec.conn.host, spec.name, _ours(spec), users, record.backs, record.owner)
+    owned = spec.adopt is not None or record.owner is not None and record.owner == _ours(spec)
+    if not why and vol.info()[1] < spec.capacity:
+        why = diskuse.grow_refusal(spec.conn.host, spec.name, [], owned)
+    return why, owned
+
+
+def _preview_existing(spec: VolumeSpec) -> tuple[str, str]:
+    """At preview (check of a new disk): what create would refuse of a disk of that name already there."""
     p = storage.lookup_pool(session.virt(spec.conn), spec.pool)
     vol = storage.lookup_volume(p, spec.name) if p is not None else None
     if p is None or vol is None:
         return "", ""
+    why, _ = _existing(spec, vol)
+    if why:
+        return "name", why
+    if spec.adopt is None:
+        try:
+            _adopt(spec, vol, f"{_pool_path(p)}/{spec.base_volume}")
+        except UnsafeChangeError as exc:
+            return "name", str(exc)
+        return "", ""
     return _as_is_refusal(spec, xmlgen.observe_volume(vol.XMLDesc(0)), storage.pool_type(p) == "logical", vol.path())
 
 
-def _grow(spec: VolumeSpec, vol: libvirt.virStorageVol) -> None:
-    """Resize to spec.capacity; through the guest (blockResize) when a running domain holds the disk."""
+def _grow(spec: VolumeSpec, vol: libvirt.virStorageVol, owned: bool) -> None:
+    """Resize to spec.capacity; through the guest (blockResize) when its running domain has the disk.
+    Refused for a disk this resource does not own or that another domain has."""
     path = vol.path()
-    conn = session.virt(spec.conn)
-    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-        if path in xmlgen.disk_sources(dom.XMLDesc(0)):
-            dom.blockResize(path, spec.capacity, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+    users = domains.disk_users(session.virt(spec.conn), path)
+    why = diskuse.grow_refusal(spec.conn.host, spec.name, _others(spec, users), owned)
+    if why:
+        raise UnsafeChangeError(why)
+    for user in users:
+        if user.running:
+            user.dom.blockResize(path, spec.capacity, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
             return
     vol.resize(spec.capacity, 0)
 
@@ -134,10 +173,10 @@ class VolumeProvider(BaseProvider):
                 "capacity", f"diskSize {human(int(new_cap))} would shrink the existing disk {news.get('name')} "
                 f"({human(int(old_cap))}): shrinking is refused because it loses data. "
                 f"Keep diskSize >= {human(int(old_cap))}"))
-        # a new disk taking over an existing one: what create would refuse is said now (the only host access
-        # of check, as the guest's)
-        if not olds and not result.failures and news.get("adopt") and not has_unknowns(news):
-            key, why = _preview_take_as_is(VolumeSpec.from_props(news))
+        # a new disk where one of that name already is: what create would refuse is said now (the only host
+        # access of check, as the guest's)
+        if not olds and not result.failures and not has_unknowns(news):
+            key, why = _preview_existing(VolumeSpec.from_props(news))
             if why:
                 result.failures.append(CheckFailure(key, why))
         return result
@@ -151,6 +190,11 @@ class VolumeProvider(BaseProvider):
         base_path = base.path()
         if spec.adopt is not None:
             _check_takeover(spec, p)
+        owned = True
+        if vol is not None:
+            why, owned = _existing(spec, vol)
+            if why:
+                raise UnsafeChangeError(why)
         if vol is not None and spec.adopt is not None:
             base_path = str(_take_as_is(spec, vol, storage.pool_type(p) == "logical")["backingPath"])
         elif vol is not None:
@@ -162,9 +206,11 @@ class VolumeProvider(BaseProvider):
             vol = storage.create(p, xmlgen.volume(spec.name, spec.capacity, "qcow2", base.path(), spec.base_format))
         else:
             vol = p.createXMLFrom(xmlgen.volume(spec.name, spec.capacity, "qcow2"), base, 0)
+        if owned and spec.owner is not None:
+            bases.claim_disk(spec.conn, vol.path(), _ours(spec))
         if vol.info()[1] < spec.capacity:
-            _grow(spec, vol)
-        outs = {**inputs_of(props), "path": vol.path(), "adopted": adopted, "basePath": base_path}
+            _grow(spec, vol, owned)
+        outs = {**inputs_of(props), "path": vol.path(), "adopted": adopted, "basePath": base_path, "owned": owned}
         return CreateResult(f"{spec.conn.host}:{spec.pool}/{spec.name}", outs)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -187,19 +233,45 @@ class VolumeProvider(BaseProvider):
         if spec.capacity < current:
             raise UnsafeChangeError(f"host {spec.conn.host}: disk {spec.name} is {human(current)}; diskSize "
                                f"{human(spec.capacity)} would shrink it: refused")
+        owned = diskuse.owned(olds)
         if spec.capacity > current:
-            _grow(spec, vol)
+            _grow(spec, vol, owned)
         keep: dict[str, Any] = {k: olds[k] for k in ("baseVolume", "baseFormat", "basePath") if k in olds}
-        return UpdateResult({**inputs_of(news), **keep, "path": vol.path(), "adopted": olds.get("adopted", False)})
+        return UpdateResult({**inputs_of(news), **keep, "path": vol.path(), "adopted": olds.get("adopted", False),
+                             "owned": owned})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         spec = VolumeSpec.from_props(props)
         if not spec.delete_on_destroy:
             say(f"{spec.conn.host}: kept disk {spec.name} (deleteDiskOnDestroy is false)")
             return
+        if not diskuse.owned(props):
+            say(f"{spec.conn.host}: kept disk {spec.name}: virtfleet did not make it for this guest (it was on the "
+                "host already), so it is never deleted; remove it by hand if it is unused")
+            return
         p = storage.lookup_pool(session.virt(spec.conn), spec.pool)
-        if p is not None and storage.delete(p, spec.name):
+        vol = storage.lookup_volume(p, spec.name) if p is not None else None
+        if p is None or vol is None:
+            return
+        why = _in_use(spec, vol)
+        if why:
+            say(f"{spec.conn.host}: kept disk {spec.name} (deleteDiskOnDestroy): {why}")
+            return
+        if storage.delete(p, spec.name):
             _collect_base(spec, p, str(props.get("basePath") or ""))
+
+
+def _in_use(spec: VolumeSpec, vol: libvirt.virStorageVol) -> str:
+    """What still has the disk at delete (its own guest is gone by then), or ''."""
+    users = domains.disk_users(session.virt(spec.conn), vol.path())
+    if users:
+        return f"still used by the guest(s) {', '.join(u.name for u in users)}"
+    record = bases.disk_record(spec.conn, vol.path())
+    if record.backs:
+        return f"it is the backing file of {', '.join(record.backs)}"
+    if record.owner is not None and record.owner != _ours(spec):
+        return f"the host records it as {record.owner}'s"
+    return ""
 
 
 def _collect_base(spec: VolumeSpec, p: libvirt.virStoragePool, base: str) -> None:

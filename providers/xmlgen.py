@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from . import fields, firmware
-from .guestxml import AGENT_CHANNEL
+from .guestxml import AGENT_CHANNEL, observe_owner
 from .spec import GuestSpec, NetworkSpec, PoolSpec
 from .xmlutil import OWNER_NS, attr, sub, text, to_string
 
@@ -145,13 +145,24 @@ def observe_volume(xml: str) -> dict[str, Any]:
 
 def disk_sources(xml: str) -> list[str]:
     """The files and block devices behind a domain's disks (a path is compared whole, never as a part)."""
+    return disk_users(xml)[1]
+
+
+def disk_users(xml: str) -> tuple[dict[str, str] | None, list[str]]:
+    """A domain's owner metadata (None: not virtfleet's) and the files and block devices behind its disks."""
     root = ET.fromstring(xml)
+    who = observe_owner(root)
     found = []
     for src in root.findall("devices/disk/source"):
         path = src.get("file") or src.get("dev")
         if path:
             found.append(path)
-    return found
+    return who, found
+
+
+def network_sources(xml: str) -> list[str]:
+    """The libvirt networks a domain's interfaces are plugged into."""
+    return [src.get("network", "") for src in ET.fromstring(xml).findall("devices/interface[@type='network']/source")]
 
 
 # ---- keeping what virtfleet does not manage ------------------------------------------------------------

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import libvirt
 
+from .. import xmlgen
 from . import is_not_found, or_none
 
 STATES = {
@@ -24,6 +26,34 @@ def by_uuid(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain | None:
 
 def by_name(conn: libvirt.virConnect, name: str) -> libvirt.virDomain | None:
     return or_none(conn.lookupByName, name)
+
+
+@dataclass(frozen=True)
+class DiskUser:
+    """A domain whose definition (persistent or live) has a given disk; `owner` is its virtfleet owner
+    metadata, None for a domain defined outside virtfleet."""
+
+    dom: libvirt.virDomain
+    name: str
+    owner: dict[str, str] | None
+    running: bool
+
+
+def disk_users(conn: libvirt.virConnect, path: str) -> list[DiskUser]:
+    """Every domain on the host, running or not, that has `path` as a disk (a domain gone meanwhile is
+    skipped)."""
+    found = []
+    for dom in conn.listAllDomains(0):
+        try:
+            active = bool(dom.isActive())
+            xmls = [inactive_xml(dom)] + ([dom.XMLDesc(0)] if active else [])
+            seen = [xmlgen.disk_users(x) for x in xmls]
+            if any(path in sources for _, sources in seen):
+                found.append(DiskUser(dom, dom.name(), seen[0][0], active))
+        except libvirt.libvirtError as exc:
+            if not is_not_found(exc):
+                raise
+    return found
 
 
 def state(dom: libvirt.virDomain) -> str:

@@ -39,6 +39,21 @@ def users(net: libvirt.virNetwork) -> list[str]:
     return sorted(names)
 
 
+def guests(conn: libvirt.virConnect, name: str) -> list[tuple[str, bool]]:
+    """(name, running) of every domain on the host, running or not, with an interface on network `name`."""
+    found = []
+    for dom in conn.listAllDomains(0):
+        try:
+            active = bool(dom.isActive())
+            xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)] + ([dom.XMLDesc(0)] if active else [])
+            if any(name in xmlgen.network_sources(x) for x in xmls):
+                found.append((dom.name(), active))
+        except libvirt.libvirtError as exc:
+            if not is_not_found(exc):
+                raise
+    return sorted(found)
+
+
 def start(spec: NetworkSpec, net: libvirt.virNetwork) -> None:
     if not net.isActive():
         try:
@@ -89,11 +104,16 @@ def redefine(spec: NetworkSpec, net: libvirt.virNetwork, why: str) -> libvirt.vi
 
 
 def remove(spec: NetworkSpec, net: libvirt.virNetwork) -> None:
-    attached = users(net)
+    """Remove the network, refused while any guest defined on the host (running or not) uses it."""
+    attached = guests(session.virt(spec.conn), spec.name)
     if attached:
+        running = [n for n, up in attached if up]
+        stopped = [n for n, up in attached if not up]
+        who = " and ".join(([f"the running guests {', '.join(running)}"] if running else [])
+                           + ([f"the stopped guests {', '.join(stopped)}"] if stopped else []))
         raise UnsafeChangeError(
-            f"host {spec.conn.host}: network {spec.name!r} is still used by the running guests "
-            f"{', '.join(attached)}: not removed. Move or stop them, then run `pulumi up` again")
+            f"host {spec.conn.host}: network {spec.name!r} is still used by {who}: not removed. Move them to "
+            "another network or remove them, then run `pulumi up` again")
     try:
         if net.isActive():
             net.destroy()

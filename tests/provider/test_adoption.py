@@ -153,6 +153,7 @@ def test_a_disk_that_cannot_be_taken_as_it_is_is_refused_in_preview(base, unique
         with pytest.raises(UnsafeChangeError, match="nothing changed"):
             VolumeProvider().create(props)
         assert lab.virsh("h1", "vol-dumpxml", "--pool", "guests", disk) == before
-        assert not VolumeProvider().check({}, {**props, "adopt": None}).failures  # without adopt: nothing to say
+        # without adopt the disk is not this guest's to take: refused too, naming the disk
+        assert [f.property for f in VolumeProvider().check({}, {**props, "adopt": None}).failures] == ["name"]
     finally:
         _cleanup(name, disk)

@@ -48,8 +48,11 @@ def test_network_lifecycle_and_changes_that_would_disconnect_guests(network, dis
     assert outs["active"] is True and outs["drift"] is None
     assert np.read(f"h1/{name}", outs).outs["drift"] is None
 
-    # an identical definition is used as is; a different one is refused, nothing changed
-    np.create(outs)
+    # an identical definition is used as is (another stack's Network); a different one is refused, nothing changed
+    second = np.create(outs).outs
+    assert second["created"] is False and outs["created"] is True and second["holder"] != outs["holder"]
+    np.delete(f"h1/{name}", second)  # that stack lets go: the first one still holds the network
+    assert net_info(name)["Active"] == "yes"
     with pytest.raises(UnsafeChangeError, match="another definition"):
         np.create({**outs, "address": "10.78.0.1/24", "dhcp": None})
 
@@ -72,7 +75,7 @@ def test_network_lifecycle_and_changes_that_would_disconnect_guests(network, dis
     with pytest.raises(UnsafeChangeError, match=f"disconnect the running guests {guest}"):
         np.update(f"h1/{name}", changed, {**changed, "address": f"10.77.{third}.1/25", "dhcp": None})
     assert f"10.77.{third}.50" in lab.virsh("h1", "net-dumpxml", name)
-    with pytest.raises(UnsafeChangeError, match="still used by the running guests"):
+    with pytest.raises(UnsafeChangeError, match=f"still used by the running guests {guest}"):
         np.delete(f"h1/{name}", changed)
 
     gp.delete(g.id, g.outs)

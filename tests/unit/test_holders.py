@@ -89,3 +89,26 @@ def test_a_full_holder_list_pins_the_base_for_good(tmp_path) -> None:
     for i in ids:
         holders.act("release", str(base), i)
     assert holders.act("collect", str(base)) == "kept pinned" and base.exists()
+
+
+def test_a_disk_names_the_resource_it_was_made_for_and_no_other_can_claim_it(tmp_path) -> None:
+    base, disk = tmp_path / "vfbase-abc.raw", tmp_path / "web.qcow2"
+    base.write_bytes(b"")
+    _overlay(disk, str(base))
+    assert _host("owner", str(disk)) == "none"
+    assert _host("claim", str(disk), "p/teama/web") == "claimed"
+    assert _host("claim", str(disk), "p/teama/web") == "claimed", "claiming again is the same"
+    assert _host("claim", str(disk), "p/teamb/web") == "owner p/teama/web", "another resource is refused"
+    assert _host("owner", str(disk)) == "owner p/teama/web"
+    _overlay(tmp_path / "snap.qcow2", str(disk))  # an external snapshot on top of it
+    assert _host("owner", str(disk)).splitlines() == ["owner p/teama/web", "backs snap.qcow2"]
+    assert _host("owner", str(tmp_path / "gone.qcow2")) == "missing"
+
+
+def test_a_network_record_is_removed_by_its_last_holder_and_a_found_one_is_pinned(tmp_path) -> None:
+    made, found = tmp_path / "records" / "made", tmp_path / "records" / "found"
+    assert _host("enlist", str(made), "a", "fresh") == "held" and _host("enlist", str(made), "b", "found") == "held"
+    assert _host("release", str(made), "a") == "kept held 1"
+    assert _host("release", str(made), "b") == "removed" and not made.exists()
+    assert _host("enlist", str(found), "a", "found") == "held"  # there before any record: not virtfleet's
+    assert _host("release", str(found), "a") == "kept pinned"
