@@ -146,12 +146,13 @@ def test_two_stacks_share_hosts_without_touching_each_other(tmp_path, unique) ->
         assert lab.domain_state("h1", mine) == lab.domain_state("h1", theirs) == "running"
         pid = lab.uptime_of("h1", mine)
         shared = [v for v in lab.volumes("h1") if v.startswith("vfbase-")]  # both stacks hold the one base
-        # stack two asks for a guest with stack one's name: a clear error, not a takeover
+        # stack two asks for a guest with stack one's name: a clear error, not a takeover (its disk is the
+        # first to be refused: it is stack one's guest's)
         clash = guest(mine, name=mine) | {"mac": "52:54:00:ee:ee:01"}
         two.write_config(config({"h1": {theirs: guest(theirs), "dup": clash}}))
         res = timed("6 name clash with another stack", two.up, check=False)
         assert res.returncode != 0
-        expected = f"a guest named '{mine}' already exists, managed by virtfleet/one{unique}/{mine}"
+        expected = f"belongs to the guest(s) {mine} (managed by virtfleet/one{unique}/{mine})"
         assert expected in res.stdout + res.stderr
         assert lab.uptime_of("h1", mine) == pid
         two.write_config(config({"h1": {theirs: guest(theirs)}}))
