@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import io
 import os
+import selectors
 import shlex
 import shutil
 import socket
@@ -30,6 +31,7 @@ import stat
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING
 
@@ -355,17 +357,60 @@ def popen(c: Connection, argv: list[str]) -> subprocess.Popen[bytes]:
                             stderr=subprocess.PIPE, env=ssh_env())
 
 
+MAX_ANSWER = 16 << 20  # the most a command on a host may print (stdout and stderr together)
+
+
+def bounded(argv: list[str], timeout: float, limit: int | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run argv, its output kept up to `limit` bytes and its run up to `timeout` seconds: past either it
+    is killed (OverflowError, subprocess.TimeoutExpired), so a broken or hostile host can neither fill
+    our memory nor hold the run."""
+    limit = MAX_ANSWER if limit is None else limit
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    got: dict[int, bytearray] = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+    deadline = time.monotonic() + timeout
+    try:
+        with selectors.DefaultSelector() as sel:
+            for fd in got:
+                sel.register(fd, selectors.EVENT_READ)
+            while sel.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(argv, timeout)
+                for key, _ in sel.select(left):
+                    chunk = os.read(key.fd, 1 << 16)
+                    if not chunk:
+                        sel.unregister(key.fd)
+                    got[key.fd] += chunk
+                if sum(map(len, got.values())) > limit:
+                    raise OverflowError(f"printed more than {limit >> 20} MiB")
+        code = proc.wait(max(0.0, deadline - time.monotonic()))
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+    out, err = got.values()
+    return subprocess.CompletedProcess(argv, code, bytes(out), bytes(err))
+
+
 def run(c: Connection, argv: list[str], timeout: float = 300, check: bool = True) -> tuple[int, str, str]:
     """Run a command on the host, as a session of its master.  argv is quoted word by word: no injection."""
     cmd = shlex.join(argv)
     for attempt in (1, 2):
         connect(c)
         try:
-            proc = subprocess.run(_session_argv(c, argv), stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=timeout, env=ssh_env())
+            proc = bounded(_session_argv(c, argv), timeout, env=ssh_env())
         except subprocess.TimeoutExpired as exc:
             raise HostError(c.host, f"running {argv[0]}", f"no result within {timeout:.0f} s",
                             "Check the host's load and SSH connection and retry") from exc
+        except OverflowError as exc:
+            raise HostError(c.host, f"running {argv[0]}", str(exc),
+                            "The host answered far more than this command prints: check what runs there") from exc
         stdout, stderr = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
         if proc.returncode != 255:
             break
