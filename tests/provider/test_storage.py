@@ -138,7 +138,7 @@ def test_two_stacks_uploading_one_image_to_one_host_both_succeed(hosts, tmp_path
     bp = BaseImageProvider()
     made: list = []
     errors: list[BaseException] = []
-    real_send, sending = transfer._send_runs, threading.Event()
+    real_send, sending = transfer._send_plan, threading.Event()
 
     def first_waits(*args, **kwargs):  # type: ignore[no-untyped-def]
         if not sending.is_set():  # its temporary volume made, its receiver started: the second comes now
@@ -146,7 +146,7 @@ def test_two_stacks_uploading_one_image_to_one_host_both_succeed(hosts, tmp_path
             time.sleep(3)
         return real_send(*args, **kwargs)
 
-    monkeypatch.setattr(transfer, "_send_runs", first_waits)
+    monkeypatch.setattr(transfer, "_send_plan", first_waits)
 
     def create() -> None:
         try:
