@@ -151,7 +151,7 @@ class StreamMap:
 
 
 OP = struct.Struct(">BQQIQI")  # kind, offset, length, base index, base offset, compressed length that follows
-END, DATA, COPY = 0, 1, 2
+END, DATA, COPY, STORED = 0, 1, 2, 3  # STORED: data that zlib would not shrink, sent as it is
 MAX_DATA = 1 << 20  # the most bytes one DATA operation holds, before compression
 PIPE_SIZE = 1 << 20  # bigger pipes: far fewer wake-ups of ssh/sshd per MiB
 
@@ -283,6 +283,9 @@ def receive(tmp, final, size, want, stream, bases=()):
                 break
             if kind == DATA:
                 put(offset, _data(stream, offset, length, clen, buf))
+            elif kind == STORED and 0 < length <= MAX_DATA:
+                _read_into(stream, buf[:length])
+                put(offset, buf[:length])
             elif kind == COPY and src < len(srcs) and length <= size:
                 shift = offset - src_offset
                 _copy(srcs[src], src_offset, src_offset + length, lambda o, b, d=shift: put(o + d, b), copy_buf)

@@ -27,7 +27,7 @@ from .errors import ConfigError
 from .trace import trace
 
 QCOW2_MAGIC = b"QFI\xfb"
-CACHE = os.path.expanduser(os.environ.get("VIRTFLEET_DIGEST_CACHE", "~/.cache/virtfleet/digests.json"))
+CACHE = os.path.expanduser(os.environ.get("VIRTFLEET_DIGEST_CACHE", "~/.cache/virtfleet/disk-digests.json"))
 VIEWS = os.path.join(os.path.dirname(CACHE), "views")
 
 

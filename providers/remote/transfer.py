@@ -24,7 +24,7 @@ from pathlib import Path
 import libvirt
 
 from .. import clustermap, delta
-from ..clustermap import COPY, DATA, END, OP, extents, grow_pipe
+from ..clustermap import COPY, DATA, END, OP, STORED, extents, grow_pipe
 from ..errors import HostError
 from ..spec import Connection
 from . import session
@@ -216,7 +216,8 @@ class _Packed:
             os.close(fd)
         if len(data) != length:
             raise OSError(f"the image ended {length - len(data)} bytes early (changed while uploading?)")
-        return zlib.compress(data, LEVEL)
+        packed = zlib.compress(data, LEVEL)
+        return packed if len(packed) < len(data) else data  # (as it is when zlib cannot shrink it)
 
 
 _packed = _Packed()
@@ -245,7 +246,8 @@ def _send_plan(out: int, path: str, plan: delta.Plan, progress: Progress | None)
             if nxt is not None:
                 _packed.get(fd, (key, nxt.offset, nxt.length))
             packed = _packed.get(fd, (key, op.offset, op.length)).result()
-            view = memoryview(OP.pack(DATA, op.offset, op.length, 0, 0, len(packed)) + packed)
+            kind = DATA if len(packed) < op.length else STORED
+            view = memoryview(OP.pack(kind, op.offset, op.length, 0, 0, len(packed)) + packed)
             while view:
                 view = view[os.write(out, view):]
             wire += OP.size + len(packed)

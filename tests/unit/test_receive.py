@@ -16,7 +16,7 @@ import zlib
 import pytest
 
 from providers import clustermap, delta
-from providers.clustermap import CLUSTER, COPY, DATA, END, OP, StreamMap
+from providers.clustermap import CLUSTER, COPY, DATA, END, OP, STORED, StreamMap
 from providers.remote import transfer
 from tests.unit.files import write_sparse
 
@@ -89,6 +89,18 @@ def test_received_image_is_published_read_only_with_its_exact_bytes(tmp_path) ->
     assert final.stat().st_blocks * 512 < size, "the holes stay holes on the host"
 
 
+def test_data_zlib_cannot_shrink_travels_as_it_is(tmp_path) -> None:
+    img, tmp, final = tmp_path / "img", tmp_path / "vfupload-x", tmp_path / "vfbase-x.raw"
+    size = 3 << 20
+    write_sparse(img, size, {0: os.urandom(size)})  # (an encrypted or already compressed disk)
+    tmp.write_bytes(b"")
+    want, plan = clustermap.digest(clustermap.compute(str(img))), transfer.full_plan(str(img), size)
+    ran, sent = _host([str(tmp), str(final), str(size), want], lambda fd: transfer._send_plan(fd, str(img), plan, None))
+    assert ran.returncode == 0, ran.stderr
+    assert final.read_bytes() == img.read_bytes()
+    assert sent == size + (len(plan.ops) + 1) * OP.size, "no zlib growth: only the operations' heads on top"
+
+
 def test_a_wrong_digest_is_refused_and_nothing_stays(tmp_path) -> None:
     img, tmp, final = tmp_path / "img", tmp_path / "vfupload-x", tmp_path / "vfbase-x.raw"
     size = _odd_image(img)
@@ -113,6 +125,8 @@ def test_a_stream_cut_short_or_out_of_order_is_refused_and_nothing_stays(tmp_pat
                    OP.pack(DATA, 0, 10, 0, 0, 3) + b"abc" + end,  # not zlib
                    data(0, b"d" * 10)[:OP.size - 4] + (5).to_bytes(4, "big") + zlib.compress(b"d" * 10) + end,
                    OP.pack(DATA, 0, 8 << 20, 0, 0, 10) + b"e" * 10 + end,  # more than one operation holds
+                   OP.pack(STORED, 0, 8 << 20, 0, 0, 8 << 20) + b"f" * 10 + end,  # more than one operation holds
+                   OP.pack(STORED, 0, 100, 0, 0, 100) + b"g" * 10,  # the sender died in a stored run
                    OP.pack(COPY, 0, 4096, 0, 0, 0) + end):  # a copy from a base it was not given
         tmp.write_bytes(b"")
         ran, _ = _host([str(tmp), str(final), str(1 << 20), "0" * 64], lambda fd, data=frames: os.write(fd, data))
