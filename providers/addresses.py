@@ -9,6 +9,7 @@ neighbour table, so only the agent can tell.  Loopback and link-local addresses 
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 ORDER: dict[str, tuple[str, ...]] = {
@@ -16,6 +17,9 @@ ORDER: dict[str, tuple[str, ...]] = {
     "bridge": ("agent", "arp"),
     "direct": ("agent",),
 }
+
+
+MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
 def sources_for(ifaces: list[dict[str, Any]], agent: bool) -> list[str]:
@@ -28,12 +32,20 @@ def sources_for(ifaces: list[dict[str, Any]], agent: bool) -> list[str]:
     return out
 
 
-def usable(addr: str) -> bool:
+MAX_ADDRESSES = 64  # per interface: a guest or host answering more is cut there
+
+
+def canonical(addr: object) -> str:
+    """An address a guest or host reported, in canonical form ('' if it is not a plain usable address).
+    Nothing else is kept: a scope id (`fe80::1%eth0 -oProxyCommand=...`), spaces, a name, a loopback,
+    link-local, multicast or unspecified address."""
+    if not isinstance(addr, str) or len(addr) > 64 or "%" in addr:
+        return ""
     try:
-        ip = ipaddress.ip_address(addr.split("%", 1)[0])
+        ip = ipaddress.ip_address(addr)
     except ValueError:
-        return False
-    return not (ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast)
+        return ""
+    return "" if ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast else str(ip)
 
 
 def _sort_key(addr: str) -> tuple[int, str]:
@@ -44,12 +56,13 @@ def by_mac(libvirt_answer: dict[str, Any]) -> dict[str, list[str]]:
     """virDomainInterfaceAddresses' answer ({ifname: {hwaddr, addrs: [{addr, ...}]}}) as {mac: [address]}."""
     out: dict[str, list[str]] = {}
     for iface in (libvirt_answer or {}).values():
-        mac = str(iface.get("hwaddr") or "").lower()
-        if not mac:
-            continue  # the agent's `lo`
-        addrs = [str(a.get("addr")) for a in iface.get("addrs") or [] if usable(str(a.get("addr")))]
+        mac = str(iface.get("hwaddr") or "").lower() if isinstance(iface, dict) else ""
+        if not MAC.fullmatch(mac):
+            continue  # the agent's `lo`, or not a MAC address
+        given = iface.get("addrs") if isinstance(iface.get("addrs"), list) else []
+        addrs = [canonical(a.get("addr")) for a in given[:MAX_ADDRESSES] if isinstance(a, dict)]
         out.setdefault(mac, [])
-        out[mac] += [a for a in addrs if a not in out[mac]]
+        out[mac] += [a for a in addrs if a and a not in out[mac]][:MAX_ADDRESSES - len(out[mac])]
     return {mac: sorted(addrs, key=_sort_key) for mac, addrs in out.items()}
 
 

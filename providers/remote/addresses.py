@@ -24,11 +24,27 @@ AGENT_TIMEOUT = 3  # seconds an agent command may take before libvirt gives up o
 def neighbours(c: Connection) -> dict[str, list[str]]:
     """The host's neighbour table as {mac: [address]} (entries that did not fail to resolve)."""
     _, out, _ = session.run(c, ["ip", "-j", "neigh", "show"], timeout=30)
+    return addresses.by_mac(neighbour_table(out))
+
+
+MAX_NEIGHBOURS = 4096  # entries read of a host's table; any more are not a hypervisor's
+
+
+def neighbour_table(out: str) -> dict[str, Any]:
+    """`ip -j neigh` output as virDomainInterfaceAddresses' shape; entries of another shape are skipped,
+    and output that is not such a list is an empty table."""
+    try:
+        entries = json.loads(out[:1 << 22] or "[]")
+    except (ValueError, RecursionError):
+        return {}
     table: dict[str, Any] = {}
-    for n, entry in enumerate(json.loads(out or "[]")):
-        if entry.get("lladdr") and not {"FAILED", "INCOMPLETE"} & set(entry.get("state") or []):
-            table[str(n)] = {"hwaddr": entry["lladdr"], "addrs": [{"addr": entry.get("dst", "")}]}
-    return addresses.by_mac(table)
+    for n, entry in enumerate(entries[:MAX_NEIGHBOURS] if isinstance(entries, list) else []):
+        state = entry.get("state") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("lladdr"), str) or \
+                not isinstance(state, (list, type(None))) or {"FAILED", "INCOMPLETE"} & set(map(str, state or [])):
+            continue
+        table[str(n)] = {"hwaddr": entry["lladdr"], "addrs": [{"addr": entry.get("dst", "")}]}
+    return table
 
 
 def query(dom: libvirt.virDomain, sources: list[str],

@@ -155,10 +155,18 @@ def control_path(c: Connection) -> str:
     return os.path.join(runtime_dir(), f"cm-{tag(c)}")
 
 
+# what a user's ~/.ssh/config may turn on that no virtfleet connection wants: forwarding the agent or X
+# to the host, port forwardings, a tunnel, a local command, a remote command instead of ours
+NO_EXTRAS = ("ForwardAgent=no", "ForwardX11=no", "ForwardX11Trusted=no", "ClearAllForwardings=yes", "Tunnel=no",
+             "PermitLocalCommand=no", "RemoteCommand=none", "RequestTTY=no")
+
+
 def ssh_options(c: Connection) -> list[str]:
     """What every ssh we run gets: strict host keys (from the pin or the known_hosts files only: no
-    ssh_config command or DNS record adds trust), no prompts, our ciphers, the host's master socket."""
+    ssh_config command or DNS record adds trust), no prompts, nothing of ssh_config's forwardings or
+    commands, our ciphers, the host's master socket."""
     return ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10",
+            *(arg for opt in NO_EXTRAS for arg in ("-o", opt)),
             "-o", "KnownHostsCommand=none", "-o", "VerifyHostKeyDNS=no", "-o", "UpdateHostKeys=no",
             "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3", "-o", f"Ciphers={SSH_CIPHERS}",
             *_known_hosts(c), "-o", f"ControlPath={control_path(c)}"]

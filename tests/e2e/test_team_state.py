@@ -199,7 +199,8 @@ def test_two_teams_on_the_same_hosts_never_touch_each_other(tmp_path, unique) ->
         b.write_config(cfg(clash))
         res = b.up(check=False)
         assert res.returncode != 0
-        assert (f"a guest named '{mine['h1'][0]}' already exists, managed by virtfleet/{a.name}/{mine['h1'][0]}"
+        # its disk is the first refused: it is team a's guest's
+        assert (f"belongs to the guest(s) {mine['h1'][0]} (managed by virtfleet/{a.name}/{mine['h1'][0]})"
                 in res.stdout + res.stderr), (res.stdout + res.stderr)[-2000:]
         b.write_config(cfg(desc(theirs)))
         b.destroy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
@@ -52,3 +53,19 @@ def test_key_files_of_killed_processes_are_swept(tmp_path) -> None:
     (tmp_path / "known_hosts-x").write_text("")
     ssh.sweep(str(tmp_path), "id", 3, 1)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"id-{os.getpid()}-1", "known_hosts-x"])
+
+
+def test_an_ssh_config_that_forwards_or_runs_commands_reaches_no_host(tmp_path) -> None:
+    """What ssh itself would do with a user's config (`ssh -G` prints the settings in effect)."""
+    config = tmp_path / "config"
+    config.write_text("Host *\n  ForwardAgent yes\n  ForwardX11 yes\n  ForwardX11Trusted yes\n"
+                      "  LocalForward 5555 127.0.0.1:22\n  DynamicForward 1080\n  RemoteForward 6666 127.0.0.1:22\n"
+                      "  PermitLocalCommand yes\n  LocalCommand touch /tmp/pwned\n  RemoteCommand id\n"
+                      "  RequestTTY force\n  Tunnel yes\n")
+    seen = subprocess.run(["ssh", "-G", "-F", str(config), *ssh.ssh_options(C), "h"], capture_output=True,
+                          text=True, check=True).stdout.lower().splitlines()
+    for setting in ("forwardagent no", "forwardx11 no", "forwardx11trusted no", "clearallforwardings yes",
+                    "permitlocalcommand no", "requesttty false", "tunnel false"):
+        assert setting in seen, (setting, seen)
+    assert not [ln for ln in seen if ln.startswith(("localforward", "dynamicforward", "remoteforward",
+                                                    "remotecommand"))]
