@@ -184,7 +184,8 @@ py=$1 src=$2; shift 2
 "$py" -S -c 'import sys; sys.exit(sys.version_info < (3, 7))' 2>/dev/null || exit 5
 exec "$py" -c "$src" receive "$@"
 """
-LEVEL = 6  # zlib's default, as `qemu-img convert -c` uses it
+LEVELS = (6, 3, 1)  # zlib's default (as `qemu-img convert -c` uses it) first; faster ones when it holds the links up
+PACE = 8  # pieces sent between two choices of the level
 AHEAD = 8  # data operations compressed ahead of the one being sent
 
 
@@ -196,12 +197,25 @@ class _Packed:
         self.keep, self.lock = keep, threading.Lock()
         self.made: OrderedDict[tuple[str, int, int], Future[bytes]] = OrderedDict()
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="virtfleet-zlib")
+        self.step = self.sent = self.waited = 0  # LEVELS[step] packs the next pieces
+
+    def pace(self, waited: bool) -> None:
+        """A sender needed a piece and `waited` for it or not: when compressing is what the links wait
+        for, take a faster level; when no sender waits, go back to a smaller one."""
+        with self.lock:
+            self.sent, self.waited = self.sent + 1, self.waited + waited
+            if self.sent >= PACE:
+                if 2 * self.waited > self.sent:
+                    self.step = min(self.step + 1, len(LEVELS) - 1)
+                elif not self.waited:
+                    self.step = max(self.step - 1, 0)
+                self.sent = self.waited = 0
 
     def get(self, fd: int, key: tuple[str, int, int]) -> Future[bytes]:
         with self.lock:
             made = self.made.get(key)
             if made is None:
-                made = self.made[key] = self.pool.submit(self._pack, os.dup(fd), key[1], key[2])
+                made = self.made[key] = self.pool.submit(self._pack, os.dup(fd), key[1], key[2], LEVELS[self.step])
                 while len(self.made) > self.keep:
                     self.made.popitem(last=False)
             else:
@@ -209,14 +223,14 @@ class _Packed:
             return made
 
     @staticmethod
-    def _pack(fd: int, offset: int, length: int) -> bytes:
+    def _pack(fd: int, offset: int, length: int, level: int) -> bytes:
         try:
             data = os.pread(fd, length, offset)
         finally:
             os.close(fd)
         if len(data) != length:
             raise OSError(f"the image ended {length - len(data)} bytes early (changed while uploading?)")
-        packed = zlib.compress(data, LEVEL)
+        packed = zlib.compress(data, level)
         return packed if len(packed) < len(data) else data  # (as it is when zlib cannot shrink it)
 
 
@@ -245,7 +259,9 @@ def _send_plan(out: int, path: str, plan: delta.Plan, progress: Progress | None)
             nxt = next(ahead, None)
             if nxt is not None:
                 _packed.get(fd, (key, nxt.offset, nxt.length))
-            packed = _packed.get(fd, (key, op.offset, op.length)).result()
+            made = _packed.get(fd, (key, op.offset, op.length))
+            _packed.pace(not made.done())
+            packed = made.result()
             kind = DATA if len(packed) < op.length else STORED
             view = memoryview(OP.pack(kind, op.offset, op.length, 0, 0, len(packed)) + packed)
             while view:

@@ -246,3 +246,14 @@ def test_a_file_system_without_direct_io_gets_everything_through_the_cache(tmp_p
     w.close()
     monkeypatch.setattr(clustermap.os, "pwrite", real)
     assert (tmp_path / "f").read_bytes() == _expected(size, pieces)
+
+
+def test_compression_gets_faster_while_senders_wait_for_it_and_smaller_when_none_do() -> None:
+    packed = transfer._Packed()
+    levels = []
+    for waited in [True] * 16 + [False] * 8 + [True, False] * 4 + [False] * 8:
+        packed.pace(waited)
+        levels.append(transfer.LEVELS[packed.step])
+    assert levels[7] == 3 and levels[15] == 1, "waiting senders: a faster level every few pieces"
+    assert levels[23] == 3 and levels[31] == 3 and levels[39] == 6, "none waiting: back to the smallest output"
+    packed.pool.shutdown()
