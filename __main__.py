@@ -8,10 +8,12 @@ import pulumi
 from components.config import parse, unknown_top_keys
 from components.hypervisor import Hypervisor
 from components.machine import Machine
+from providers.childenv import private_process
 from providers.errors import ConfigError
 from providers.localimage import load
 from providers.trace import trace
 
+private_process()  # a build started below cannot read the decrypted config from this process's environment
 config = pulumi.Config("virtfleet")
 try:
     unknown_top_keys([k.split(":", 1)[1] for k in pulumi.runtime.get_config_env() if k.startswith("virtfleet:")])

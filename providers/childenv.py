@@ -1,13 +1,29 @@
-"""The environment of the processes virtfleet starts (image builds, ssh): ours without credentials.  Pure.
+"""The environment of the processes virtfleet starts (image builds, ssh): ours without credentials.
 
 A Pulumi program and its provider run with the decrypted stack config (PULUMI_CONFIG), the stack's
 passphrase and the backend's token in their environment, often beside cloud credentials.  A build
-command or an ssh master (which outlives the run) needs none of them.
+command or an ssh master (which outlives the run) needs none of them, and cannot read them from ours
+(`private_process`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from collections.abc import Iterable, Mapping
+
+PR_SET_DUMPABLE = 4
+
+
+def private_process() -> bool:
+    """Make this process non-dumpable: another process of the same (non-root) user, such as a build we
+    start, can then neither read its /proc/PID/environ and memory nor attach a debugger.  Root still can.
+    Returns whether the kernel agreed."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        return int(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
 
 # whole families: Pulumi's own (PULUMI_CONFIG, PULUMI_CONFIG_PASSPHRASE(_FILE), PULUMI_ACCESS_TOKEN, ...)
 # and the cloud SDKs' credentials

@@ -16,16 +16,19 @@ from tests.lab import ROOT
 PROVIDER_HOST_PLUGINS = f"plugins:\n  providers:\n    - name: pulumi-python\n      path: {ROOT}/plugin\n"
 
 
-def python_project(project: str, name: str, program: str, provider_host: bool, refresh: bool = False) -> str:
-    """A one-file Python project on the repo's venv; `provider_host`: with virtfleet's provider host;
-    `refresh`: previews and updates refresh first, as virtfleet's Pulumi.yaml has it."""
+def python_project(project: str, name: str, program: str, provider_host: bool, refresh: bool = False,
+                   modules: dict[str, str] | None = None) -> str:
+    """A Python project on the repo's venv: its program and `modules` (name: source); `provider_host`:
+    with virtfleet's provider host; `refresh`: previews and updates refresh first, as virtfleet's
+    Pulumi.yaml has it."""
     os.makedirs(project, exist_ok=True)
     with open(os.path.join(project, "Pulumi.yaml"), "w") as f:
         f.write(f"name: {name}\nruntime:\n  name: python\n  options:\n    virtualenv: {ROOT}/.venv\n"
                 + (PROVIDER_HOST_PLUGINS if provider_host else "")
                 + ("options:\n  refresh: always\n" if refresh else ""))
-    with open(os.path.join(project, "__main__.py"), "w") as f:
-        f.write(program)
+    for module, source in {"__main__": program, **(modules or {})}.items():
+        with open(os.path.join(project, f"{module}.py"), "w") as f:
+            f.write(source)
     return project
 
 

@@ -49,8 +49,9 @@ pulumi.export("path", f.path)
 '''
 
 
-def project_with(tmp_path, name: str, program: str, provider_host: bool = False) -> str:
-    return python_project(str(tmp_path / "project"), name, program, provider_host)
+def project_with(tmp_path, name: str, program: str, provider_host: bool = False,
+                 modules: dict[str, str] | None = None) -> str:
+    return python_project(str(tmp_path / "project"), name, program, provider_host, modules=modules)
 
 
 def test_up_and_destroy_of_a_dynamic_resource(tmp_path) -> None:
@@ -67,9 +68,8 @@ def test_up_and_destroy_of_a_dynamic_resource(tmp_path) -> None:
     assert not target.exists()
 
 
-CONCURRENT = '''
-import os, time
-import pulumi
+CONCURRENT_MODULE = '''
+import time
 from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 
 class Provider(ResourceProvider):
@@ -93,6 +93,12 @@ class R(Resource):
     def __init__(self, i, n, log, wait):
         super().__init__(Provider(), f"r{i}", {"i": i, "n": n, "log": log, "wait": wait})
 
+'''
+# the provider in a module of the project, as virtfleet's: the project's provider host unpickles only those
+CONCURRENT = '''
+import pulumi
+from conc import R
+
 n = int(pulumi.Config().require("n"))
 for i in range(n):
     R(i, n, pulumi.Config().require("log"), float(pulumi.Config().require("wait")))
@@ -100,7 +106,7 @@ for i in range(n):
 
 
 def _concurrent_up(tmp_path, provider_host: bool, wait: float) -> subprocess.CompletedProcess[str]:
-    project = project_with(tmp_path, "conc", CONCURRENT, provider_host)
+    project = project_with(tmp_path, "conc", CONCURRENT, provider_host, {"conc": CONCURRENT_MODULE})
     stack = Stack(str(tmp_path), "dev", project_dir=project)
     stack.run("config", "set", "n", "8")
     stack.run("config", "set", "log", str(tmp_path / "starts.log"))
@@ -125,6 +131,18 @@ def test_the_project_provider_host_serves_more_than_four_calls_at_once(tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert _most_at_once(tmp_path / "starts.log") == 8
     assert "changed shape" not in out.stdout + out.stderr
+
+
+def test_the_project_provider_host_runs_no_provider_pickled_as_code(tmp_path) -> None:
+    """A provider defined in the program itself travels as pickled code: the project's host refuses it,
+    saying why, and nothing of it runs (the SDK's own host would run it)."""
+    project = project_with(tmp_path, "inline", PROGRAM, provider_host=True)
+    target = tmp_path / "made-by-pulumi.txt"
+    stack = Stack(str(tmp_path), "dev", project_dir=project)
+    stack.run("config", "set", "inline:path", str(target))
+    out = stack.up(check=False)
+    assert out.returncode != 0 and "not a dynamic provider class of the project" in out.stdout + out.stderr
+    assert not target.exists()
 
 
 def test_the_sdk_provider_host_alone_serves_four_calls_at_once(tmp_path) -> None:

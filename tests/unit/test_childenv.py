@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -10,6 +12,7 @@ from providers import delta, localimage
 from providers.childenv import child_env, denied
 from providers.remote import session, ssh
 from providers.spec import Connection
+from tests.lab import ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -87,3 +90,24 @@ def test_a_build_gets_the_variables_its_build_env_names(tmp_path, monkeypatch) -
     seen = dict(kv.split("=", 1) for kv in (tmp_path / "seen.env").read_text().split("\0") if kv)
     assert {k: seen[k] for k in passed} == {k: SECRETS[k] for k in passed}
     assert not sorted((set(SECRETS) - set(passed)) & set(seen))
+
+
+PROBE = r'''
+import subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from providers.childenv import private_process
+if sys.argv[2] == "private":
+    assert private_process()
+child = subprocess.run(["cat", "/proc/%d/environ" % __import__("os").getpid()], capture_output=True)
+print("read" if child.returncode == 0 and b"VIRTFLEET_PROBE_SECRET=s3cret" in child.stdout else "refused")
+'''
+
+
+@pytest.mark.parametrize("mode, expected", [("private", "refused"), ("as-is", "read")])
+def test_a_child_of_the_same_user_cannot_read_a_private_processs_environment(mode: str, expected: str) -> None:
+    """As a `build:` command would try (`cat /proc/$PPID/environ`), under an ordinary user (root reads all)."""
+    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                          PROBE, ROOT, mode], capture_output=True, text=True, timeout=60, cwd="/",
+                         env={"PATH": os.environ["PATH"], "VIRTFLEET_PROBE_SECRET": "s3cret"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
