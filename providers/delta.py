@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 import threading
 from collections.abc import Iterator
@@ -30,8 +31,15 @@ _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
 
-def _cache_path(image_digest: str) -> str:
-    return os.path.join(CACHE_DIR, f"{image_digest}.map")
+HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def _cache_path(image_digest: str, kind: str = "map") -> str:
+    """Where the cache keeps a digest's map or index; a digest read from a host's volume names is data:
+    anything but 64 hex digits names no file."""
+    if not HEX_DIGEST.fullmatch(image_digest):
+        raise ValueError(f"not a content digest: {image_digest[:80]!r}")
+    return os.path.join(CACHE_DIR, f"{image_digest}.{kind}")
 
 
 def remember(image_digest: str, path: str) -> bytes:
@@ -63,7 +71,7 @@ def load(image_digest: str) -> bytes | None:
     try:
         with open(_cache_path(image_digest), "rb") as f:
             return f.read()
-    except OSError:
+    except (OSError, ValueError):
         return None
 
 
@@ -128,14 +136,14 @@ def block_index(path: str, workers: int = 2) -> bytes:
 
 
 def store_index(image_digest: str, index: bytes) -> None:
-    _write(os.path.join(CACHE_DIR, f"{image_digest}.idx"), index)
+    _write(_cache_path(image_digest, "idx"), index)
 
 
 def load_index(image_digest: str) -> bytes | None:
     try:
-        with open(os.path.join(CACHE_DIR, f"{image_digest}.idx"), "rb") as f:
+        with open(_cache_path(image_digest, "idx"), "rb") as f:
             return f.read()
-    except OSError:
+    except (OSError, ValueError):
         return None
 
 

@@ -300,7 +300,7 @@ def receive(c: Connection, path: str, tmp: str, final: str, want: str, progress:
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     sent: int | None = None
     try:
-        if proc.stdout.readline() == b"ready\n":
+        if proc.stdout.readline(64) == b"ready\n":  # (bounded: the host may send anything)
             grow_pipe(proc.stdin.fileno())
             try:
                 sent = _send_plan(proc.stdin.fileno(), path, plan, progress)
