@@ -50,5 +50,5 @@ class Hypervisor(pulumi.ComponentResource):
             self.base_images[name] = BaseImage(
                 f"{conf.key}-{name}",
                 {"connection": conn, "pool": conf.spec.pool.name, "image": name, "source": img.path,
-                 "digest": digests[name], "size": img.size, "format": img.format},
+                 "digest": digests[name], "size": img.size, "format": img.format, "fileSize": img.file_size},
                 pulumi.ResourceOptions(parent=self, depends_on=[self.host]))

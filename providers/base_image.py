@@ -67,11 +67,27 @@ def _discard(spec: BaseImageSpec, tmp_name: str) -> None:
         say(f"{spec.conn.host}: could not remove the partial upload {tmp_name} yet ({exc}); it is never used")
 
 
-def _delta_source(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[str, list[tuple[int, int]]] | None:
-    """The base already on the host that this image differs least from, and the extents to send.
+def _plan(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[delta.Plan | None, tuple[str, ...]]:
+    """How to make the image on the host from what it has: its raw bases whose block index is known
+    here (made by an upload from this machine) are where its blocks are copied from; the rest is sent.
+    (None, ()) when the host has none: everything is sent."""
+    paths, indexes = [], []
+    for name in p.listVolumes():
+        if name.startswith("vfbase-") and name.endswith(".raw") and name != spec.volume_name:
+            index = delta.load_index(name[len("vfbase-"):-len(".raw")])
+            vol = storage.lookup_volume(p, name) if index else None
+            if index and vol is not None:
+                paths.append(vol.path())
+                indexes.append(index)
+    if not indexes:
+        return None, ()
+    plan = delta.plan(delta.remember_index(spec.digest, spec.source), indexes)
+    return plan, tuple(paths[i] for i in plan.sources)
 
-    Only when the previous image's cluster map is known locally and under half of the image changed.
-    """
+
+def _delta_source(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[str, list[tuple[int, int]]] | None:
+    """For a host without python3: the base already there that this image differs least from at the same
+    offsets, and the extents to send; only when its cluster map is known here and under half changed."""
     old_maps = {}
     for name in p.listVolumes():
         if name.startswith("vfbase-") and name.endswith(f".{spec.format}") and name != spec.volume_name:
@@ -94,6 +110,19 @@ def _delta_source(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[str, 
     return (vol.path(), best[2]) if vol is not None else None
 
 
+def _account(spec: BaseImageSpec, sent: int, plan: delta.Plan | None, bases: tuple[str, ...]) -> str:
+    """What an upload cost against the file as built, and why: `6.1 MiB sent for 118 MiB (5 %): ...`."""
+    mib = 1 << 20
+    file_size = spec.file_size or spec.size
+    if plan is None:
+        data = transfer.full_plan(spec.source, spec.size).literal
+        why = f"all {data / mib:.1f} MiB of the disk's data, compressed (no base here to copy from)"
+    else:
+        why = (f"{plan.literal / mib:.1f} MiB of the disk not on the host, compressed; {plan.copied / mib:.1f} MiB "
+               f"copied there from {len(bases)} base(s)")
+    return f"{sent / mib:.1f} MiB sent for {file_size / mib:.0f} MiB ({100 * sent / max(file_size, 1):.0f} %): {why}"
+
+
 def _progress(spec: BaseImageSpec) -> transfer.Progress:
     t0 = time.monotonic()
 
@@ -110,15 +139,15 @@ def _fill(spec: BaseImageSpec, p: libvirt.virStoragePool,
     published path when the host has already checked and published it)."""
     c = spec.conn
     logical = storage.pool_type(p) == "logical"
-    source = None if logical else _delta_source(spec, p)  # (previous base on the host, changed ranges)
-    how = "full" if source is None else f"delta over {os.path.basename(source[0])[:23]}..., {len(source[1])} extents"
     if not logical:  # the host writes, hashes and publishes as the data arrives
+        plan, bases = _plan(spec, p)
         vol = storage.create(p, xmlgen.volume(tmp_name, spec.size, "raw", allocation=0))
         final = os.path.join(os.path.dirname(vol.path()), spec.volume_name)
-        received = transfer.receive(c, spec.source, vol.path(), final, spec.digest, _progress(spec), source)
+        received = transfer.receive(c, spec.source, vol.path(), final, spec.digest, _progress(spec), plan, bases)
         if received is not None:
-            return vol, received, f"{how}, checked as received", final
+            return vol, received, _account(spec, received, plan, bases), final
         storage.delete(p, tmp_name)  # no python3 on the host: libvirt's streams, checked afterwards
+    source = None if logical else _delta_source(spec, p)  # (previous base on the host, changed ranges)
     conn = session.virt(c)
     if source is not None:  # clone the previous base on the host (no network), send the changed clusters
         old_path, extents = source
@@ -127,6 +156,7 @@ def _fill(spec: BaseImageSpec, p: libvirt.virStoragePool,
         _refresh(p)
         vol = storage.lookup_volume(p, tmp_name)
         if vol is not None:
+            how = f"delta over {os.path.basename(old_path)[:23]}..., {len(extents)} extents"
             return vol, transfer.upload_ranges(conn, vol, spec.source, extents), how, None
     # an LV is not zeroed: every byte is sent, holes included; a file volume stays sparse
     vol = storage.create(p, xmlgen.volume(tmp_name, spec.size, "raw", allocation=spec.size if logical else 0))
@@ -170,7 +200,7 @@ def _upload(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[int, str]:
     except BaseException:
         _discard(spec, tmp_name)
         raise
-    say(f"{c.host}: {spec.image} uploaded ({how}), {sent / 2**20:.1f} MiB sent in {time.monotonic() - t0:.1f}s")
+    say(f"{c.host}: {spec.image} uploaded in {time.monotonic() - t0:.1f}s, {how}")
     _refresh(p)
     trace(f"begin clustermap {c.host}")
     delta.remember(spec.digest, spec.source)

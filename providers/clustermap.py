@@ -7,11 +7,11 @@ it is split across threads over contiguous parts (hashlib releases the GIL), and
 
 This file imports nothing of virtfleet: the same source runs on a host.  `python3 -c SOURCE PATH SIZE`
 checks a volume against the digest it is published under, reading only the data the host stores;
-`python3 -c SOURCE receive TMP FINAL SIZE DIGEST [BASE]` is the host's end of an upload: it writes the
-data runs it reads on stdin into TMP, hashes them as they arrive (`StreamMap`: no second pass over the
-data), and only when the digest is DIGEST makes TMP read-only under the name FINAL.  For a delta, the
-runs are the changed clusters and BASE (the previous image, on the host) gives the rest, copied and
-hashed in the same pass.
+`python3 -c SOURCE receive TMP FINAL SIZE DIGEST [BASE...]` is the host's end of an upload: it reads
+operations on stdin, in increasing offset order, each either zlib-compressed data or a range to copy
+from one of the BASEs (raw bases already on the host), writes them into TMP, hashes them as they arrive
+(`StreamMap`: no second pass over the data), and only when the digest is DIGEST makes TMP read-only
+under the name FINAL.  What no operation covers stays a hole.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import stat
 import struct
 import sys
 import threading
+import zlib
 
 CLUSTER = 64 << 10
 DIGEST = 32
@@ -149,7 +150,9 @@ class StreamMap:
         return HEADER.pack(CLUSTER, self.size) + bytes(self.out)
 
 
-FRAME = struct.Struct(">QQ")  # offset, length of the data that follows; length 0 ends the stream
+OP = struct.Struct(">BQQIQI")  # kind, offset, length, base index, base offset, compressed length that follows
+END, DATA, COPY, STORED = 0, 1, 2, 3  # STORED: data that zlib would not shrink, sent as it is
+MAX_DATA = 1 << 20  # the most bytes one DATA operation holds, before compression
 PIPE_SIZE = 1 << 20  # bigger pipes: far fewer wake-ups of ssh/sshd per MiB
 
 
@@ -237,44 +240,57 @@ class _Writer:
         os.close(self.fd)
 
 
-def receive(tmp, final, size, want, stream, base=""):
-    """Write the framed data runs of `stream` into the existing file `tmp` (truncated to `size`, so
-    the rest reads as holes), then publish it as `final` (read-only) when its digest is `want`.  With
-    `base` (a delta), the base's data between the runs is copied in first, hashed the same way.
+def _data(stream, offset, length, clen, buf):
+    """A DATA operation's bytes, decompressed into `buf`: bounded, and exactly `length` of them."""
+    if not 0 < length <= MAX_DATA or not 0 < clen <= 2 * MAX_DATA:
+        raise ValueError(f"a data operation at {offset} of {length} bytes ({clen} compressed) is out of bounds")
+    packed = bytearray(clen)
+    _read_into(stream, memoryview(packed))
+    dec = zlib.decompressobj()
+    data = dec.decompress(packed, length)
+    if len(data) != length or dec.unconsumed_tail or not dec.eof:
+        raise ValueError(f"the data operation at {offset} does not hold exactly {length} bytes")
+    buf[:length] = data
+    return buf[:length]
+
+
+def receive(tmp, final, size, want, stream, bases=()):
+    """Write the operations of `stream` into the existing file `tmp` (truncated to `size`, so the rest
+    reads as holes), then publish it as `final` (read-only) when its digest is `want`.  COPY operations
+    read the data runs of `bases[i]` (holes stay holes), hashed the same way as the data that arrives.
     Returns the digest found; `tmp` is removed on any failure.  An exclusive flock on `tmp`, held until
     the end, tells a cleanup on the host that this upload is alive.  Another upload of the same content
     that published `final` first is kept as it is (its holders are recorded on it): `tmp` is dropped."""
     out = _Writer(tmp)  # (refuses anything but a regular file)
     fd = out.fd
     fcntl.flock(fd, fcntl.LOCK_EX)
-    src = None
+    srcs = []
     try:
         os.ftruncate(fd, size)  # (not to 0 first: ext4 would write the file back at close, as a replacement)
-        smap, head = StreamMap(size), bytearray(FRAME.size)
+        smap, head = StreamMap(size), bytearray(OP.size)
         buf, copy_buf = memoryview(mmap.mmap(-1, READ)), memoryview(mmap.mmap(-1, READ))  # page-aligned
 
         def put(offset, chunk):
             smap.add(offset, chunk)
             out.write(offset, chunk)
 
-        src = os.open(base, os.O_RDONLY) if base else None
+        srcs = [os.open(b, os.O_RDONLY) for b in bases]
         print("ready", flush=True)
-        done = 0  # everything before this offset is written
         while True:
             _read_into(stream, memoryview(head))
-            offset, length = FRAME.unpack(head)
-            if not length:
+            kind, offset, length, src, src_offset, clen = OP.unpack(head)
+            if kind == END:
                 break
-            if src is not None and offset > done:
-                _copy(src, done, offset, put, copy_buf)
-            done = offset + length
-            while length:
-                chunk = buf[:_piece(offset, length, READ)]
-                _read_into(stream, chunk)
-                put(offset, chunk)
-                offset, length = offset + len(chunk), length - len(chunk)
-        if src is not None:
-            _copy(src, done, size, put, copy_buf)
+            if kind == DATA:
+                put(offset, _data(stream, offset, length, clen, buf))
+            elif kind == STORED and 0 < length <= MAX_DATA:
+                _read_into(stream, buf[:length])
+                put(offset, buf[:length])
+            elif kind == COPY and src < len(srcs) and length <= size:
+                shift = offset - src_offset
+                _copy(srcs[src], src_offset, src_offset + length, lambda o, b, d=shift: put(o + d, b), copy_buf)
+            else:
+                raise ValueError(f"unknown operation {kind} (base {src}) at {offset}")
         found = digest(smap.finish())
         if found != want:
             raise LookupError(found)
@@ -284,7 +300,7 @@ def receive(tmp, final, size, want, stream, base=""):
         os.unlink(tmp)
         raise
     finally:
-        if src is not None:
+        for src in srcs:
             os.close(src)
     try:
         os.link(tmp, final)  # never replaces: a published base may already be held and used
@@ -297,16 +313,16 @@ def receive(tmp, final, size, want, stream, base=""):
 
 
 def main(argv):
-    """On a host: `receive TMP FINAL SIZE DIGEST [BASE]` (exit 3: another digest, printed) or
+    """On a host: `receive TMP FINAL SIZE DIGEST [BASE...]` (exit 3: another digest, printed) or
     `PATH SIZE`: print the digest of the first SIZE bytes of PATH (exit 3 when a file's size differs)."""
     if argv[1:2] == ["receive"]:
         grow_pipe(0)
         try:
-            receive(argv[2], argv[3], int(argv[4]), argv[5], sys.stdin.buffer.raw, argv[6] if argv[6:] else "")
+            receive(argv[2], argv[3], int(argv[4]), argv[5], sys.stdin.buffer.raw, argv[6:])
         except LookupError as exc:
             print(f"digest {exc.args[0]}")
             return 3
-        except (OSError, ValueError, EOFError) as exc:
+        except (OSError, ValueError, EOFError, zlib.error) as exc:
             print(f"receive: {exc}", file=sys.stderr)
             return 4
         return 0

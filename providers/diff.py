@@ -56,7 +56,8 @@ NETWORK_TABLE = Table({"connection": "replace", "name": "replace", "mode": "inpl
                        "address": "inplace", "dhcp": "inplace", "autostart": "inplace"})
 
 BASE_IMAGE_TABLE = Table({"connection": "replace", "pool": "replace", "digest": "replace", "format": "replace",
-                          "image": "inplace", "source": "inplace", "size": "replace"})
+                          "image": "inplace", "source": "inplace", "size": "replace",
+                          "fileSize": "ignore"})  # the built file's size, for the upload's account
 
 
 @dataclass

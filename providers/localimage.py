@@ -1,8 +1,11 @@
-"""Local image files: format, virtual size and a cached content digest (local I/O only, no host).
+"""Local image files: the disk the guest sees, and its cached content digest (local I/O only, no host).
 
-The digest (see `delta`: the sha256 of the image's cluster map) is computed in the background
-(`LocalImage.digest` is a future), so the program can register and connect its hosts while a new image
-is hashed; the same pass gives the cluster map for later delta uploads.
+An image is named by the content of its virtual disk, not by its file's bytes: a qcow2 (compressed or
+not) is read through a raw view of it (`qemu-img convert`, sparse, kept in a local cache while its
+file is unchanged), so raw, qcow2 and compressed qcow2 of one disk are one base, and hosts store it raw
+(overlays read a raw backing file without decompressing).  The digest (`clustermap`) and the block
+index (`delta`) are computed in the background (`LocalImage.digest` is a future), so the program can
+register and connect its hosts while a new image is hashed.
 """
 
 from __future__ import annotations
@@ -24,16 +27,19 @@ from .errors import ConfigError
 from .trace import trace
 
 QCOW2_MAGIC = b"QFI\xfb"
-CACHE = os.path.expanduser(os.environ.get("VIRTFLEET_DIGEST_CACHE", "~/.cache/virtfleet/digests.json"))
+CACHE = os.path.expanduser(os.environ.get("VIRTFLEET_DIGEST_CACHE", "~/.cache/virtfleet/disk-digests.json"))
+VIEWS = os.path.join(os.path.dirname(CACHE), "views")
 
 
 @dataclass(frozen=True)
 class LocalImage:
-    path: str
-    format: str
-    size: int          # bytes of the file
-    virtual_size: int  # bytes the guest sees
+    path: str          # the raw view of the guest's disk: what is hashed and uploaded
+    format: str        # how hosts store it: raw
+    size: int          # bytes of the view: the disk the guest sees
+    virtual_size: int
     digest: Future[str]  # its content digest, hex
+    file: str = ""     # the image file as built
+    file_size: int = 0
 
     @property
     def hexdigest(self) -> str:
@@ -92,33 +98,73 @@ def _cached(path: str, stamp: str) -> str | None:
         else None
 
 
-def digest_of(path: str) -> Future[str]:
-    """The file's content digest: done at once from the cache, else computed in the background (with its
-    cluster map, which is stored for later deltas).  Asking again for the same file (same size, mtime
-    and inode) in this process gives the same future: it is hashed once."""
+def view_of(path: str, fmt: str) -> str:
+    """Where the raw view of an image file is (the file itself when it is raw)."""
+    if fmt == "raw":
+        return os.path.abspath(path)
+    return os.path.join(VIEWS, hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:32] + ".raw")
+
+
+def _view_stamp(view: str) -> str:
+    try:
+        with open(f"{view}.from") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _make_view(path: str, stamp: str) -> str:
+    """The raw view of a qcow2 file, made again only when the file changed (its stamp): sparse, so only
+    the data the disk holds takes room."""
+    view = view_of(path, "qcow2")
+    if os.path.exists(view) and _view_stamp(view) == stamp:
+        return view
+    os.makedirs(VIEWS, exist_ok=True)
+    tmp = f"{view}.{os.getpid()}.{threading.get_ident()}"
+    proc = subprocess.run(["qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", "-S", "4k", path, tmp],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OSError(f"qemu-img convert of {path} failed: {proc.stderr.strip()[-300:]}")
+    os.replace(tmp, view)
+    with open(f"{view}.from", "w") as f:
+        f.write(stamp)
+    return view
+
+
+def digest_of(path: str, fmt: str = "raw") -> Future[str]:
+    """The content digest of the image's disk: done at once from the cache, else computed in the background
+    (with its cluster map and block index, stored for later uploads).  Asking again for the same file (same
+    size, mtime and inode) in this process gives the same future: it is hashed once."""
     stamp = _stamp(path)
     key = (os.path.abspath(path), stamp)
     with _started_lock:
         if key in _started:
             return _started[key]
-        hit = _cached(path, stamp)
+        view = view_of(path, fmt)
+        fresh = fmt == "raw" or os.path.exists(view) and _view_stamp(view) == stamp
+        hit = _cached(path, stamp) if fresh else None
         if hit is not None:
             done: Future[str] = Future()
             done.set_result(hit)
         else:
             if not _workers:
                 _workers.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="virtfleet-digest"))
-            done = _workers[0].submit(_cached_digest, path, stamp)
+            done = _workers[0].submit(_cached_digest, path, stamp, fmt)
         _started[key] = done
         return done
 
 
-def _cached_digest(path: str, stamp: str) -> str:
+def _cached_digest(path: str, stamp: str, fmt: str = "raw") -> str:
     with contextlib.suppress(OSError):  # the hosts' connections and the provider's start come first;
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # the hashing threads inherit it
     trace(f"begin digest {path}")
-    cluster_map = delta.compute(path)
+    view = path if fmt == "raw" else _make_view(path, stamp)
+    cluster_map = delta.compute(view)
     digest = delta.digest(cluster_map)
+    if delta.load_index(digest) is None:
+        delta.store_index(digest, delta.block_index(view))
     trace(f"end digest {path}")
     delta.store(digest, cluster_map)
     try:
@@ -172,4 +218,5 @@ def load(key: str, path: str, build: str = "", cwd: str = ".", build_env: tuple[
         raise ConfigError(f"{key}.path", f"image file {full!r} does not exist",
                           "Build the image first (or give `build`), or correct the path")
     fmt, vsize = _format_and_virtual_size(full)
-    return LocalImage(os.path.abspath(full), fmt, os.path.getsize(full), vsize, digest_of(full))
+    return LocalImage(view_of(full, fmt), "raw", vsize, vsize, digest_of(full, fmt), os.path.abspath(full),
+                      os.path.getsize(full))

@@ -142,6 +142,7 @@ class BaseImageSpec:
     digest: str  # the content digest (delta.digest): sha256 of the image's cluster map
     size: int
     format: str
+    file_size: int = 0  # the image file as built (a compressed qcow2 is smaller than its disk)
 
     @property
     def volume_name(self) -> str:
@@ -149,7 +150,8 @@ class BaseImageSpec:
 
     def to_props(self) -> dict[str, Any]:
         return {"connection": self.conn.to_props(), "pool": self.pool, "image": self.image,
-                "source": self.source, "digest": self.digest, "size": self.size, "format": self.format}
+                "source": self.source, "digest": self.digest, "size": self.size, "format": self.format,
+                "fileSize": self.file_size}
 
     @classmethod
     def from_props(cls, p: dict[str, Any]) -> BaseImageSpec:
@@ -159,7 +161,8 @@ class BaseImageSpec:
         return cls(conn=Connection.from_props(p.get("connection") or {}), pool=v.name("pool", p.get("pool")),
                    image=v.name("image", p.get("image"), "image name"), source=str(p.get("source", "")),
                    digest=digest, size=int(p.get("size", 0)),
-                   format=v.choice("format", p.get("format"), ("raw", "qcow2"), "image format"))
+                   format=v.choice("format", p.get("format"), ("raw", "qcow2"), "image format"),
+                   file_size=int(p.get("fileSize") or 0))
 
 
 @dataclass(frozen=True)

@@ -1,27 +1,30 @@
 """Moving image bytes into volumes on a host, and checking them there before they are published.
 
-Two ways for a full upload.  `receive`: the data runs of the image (holes never read, never sent) go
-down one SSH session of the host's master to `clustermap`'s own source under the host's python3, which
-writes them into the volume's file and hashes them as they arrive, then publishes the file only when
-its digest is the one it is named by: one pass, one command, no second read of the data.  `upload`:
-libvirt's sparse stream (for LVs and hosts without python3), checked afterwards by `verify_and_publish`.
-Deltas: `receive` with the previous base on the host, which fills in everything but the changed ranges
-in the same pass; without python3 there, `upload_ranges` writes them into a clone of the previous base,
-checked afterwards the same way.
+`receive`: an upload plan (`delta.plan`: the image's blocks that no base on the host has, compressed,
+and where to copy the others from) goes down one SSH session of the host's master to `clustermap`'s own
+source under the host's python3, which writes the image into the volume's file and hashes it as it
+arrives, then publishes the file only when its digest is the one it is named by: one pass, one
+command, no second read of the data.  `upload`: libvirt's sparse stream (for LVs and hosts without
+python3), checked afterwards by `verify_and_publish`; without python3 a rebuild's changed clusters go by
+`upload_ranges` into a clone of the previous base, checked afterwards the same way.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import libvirt
 
-from .. import clustermap
-from ..clustermap import FRAME, extents, grow_pipe
+from .. import clustermap, delta
+from ..clustermap import COPY, DATA, END, OP, STORED, extents, grow_pipe
 from ..errors import HostError
 from ..spec import Connection
 from . import session
@@ -177,57 +180,135 @@ def verify_and_publish(c: Connection, src: str, dst: str, size: int, algo: str, 
 
 
 _RECEIVE = r"""
-py=$6
+py=$1 src=$2; shift 2
 "$py" -S -c 'import sys; sys.exit(sys.version_info < (3, 7))' 2>/dev/null || exit 5
-exec "$py" -c "$1" receive "$2" "$3" "$4" "$5" "$7"
+exec "$py" -c "$src" receive "$@"
 """
-SEND = 4 << 20
+LEVELS = (6, 3, 1)  # zlib's default (as `qemu-img convert -c` uses it) first; faster ones when it holds the links up
+PACE = 8  # pieces sent between two choices of the level
+AHEAD = 8  # data operations compressed ahead of the one being sent
 
 
-def _send_runs(out: int, path: str, size: int, progress: Progress | None,
-               ranges: list[tuple[int, int]] | None = None) -> int:
-    """Write the file's data runs (or the given (offset, length) ranges, in order) as frames (offset,
-    length, bytes) to the pipe `out`; then the end frame."""
+class _Packed:
+    """zlib-compressed pieces of local files, made once for every host that needs them (hosts upload in
+    parallel and at about the same pace), by two threads ahead of the senders; the newest few kept."""
+
+    def __init__(self, keep: int = 64) -> None:
+        self.keep, self.lock = keep, threading.Lock()
+        self.made: OrderedDict[tuple[str, int, int], Future[bytes]] = OrderedDict()
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="virtfleet-zlib")
+        self.step = self.sent = self.waited = 0  # LEVELS[step] packs the next pieces
+
+    def pace(self, waited: bool) -> None:
+        """A sender needed a piece and `waited` for it or not: when compressing is what the links wait
+        for, take a faster level; when no sender waits, go back to a smaller one."""
+        with self.lock:
+            self.sent, self.waited = self.sent + 1, self.waited + waited
+            if self.sent >= PACE:
+                if 2 * self.waited > self.sent:
+                    self.step = min(self.step + 1, len(LEVELS) - 1)
+                elif not self.waited:
+                    self.step = max(self.step - 1, 0)
+                self.sent = self.waited = 0
+
+    def get(self, fd: int, key: tuple[str, int, int]) -> Future[bytes]:
+        with self.lock:
+            made = self.made.get(key)
+            if made is None:
+                made = self.made[key] = self.pool.submit(self._pack, os.dup(fd), key[1], key[2], LEVELS[self.step])
+                while len(self.made) > self.keep:
+                    self.made.popitem(last=False)
+            else:
+                self.made.move_to_end(key)
+            return made
+
+    @staticmethod
+    def _pack(fd: int, offset: int, length: int, level: int) -> bytes:
+        try:
+            data = os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+        if len(data) != length:
+            raise OSError(f"the image ended {length - len(data)} bytes early (changed while uploading?)")
+        packed = zlib.compress(data, level)
+        return packed if len(packed) < len(data) else data  # (as it is when zlib cannot shrink it)
+
+
+_packed = _Packed()
+
+
+def _send_plan(out: int, path: str, plan: delta.Plan, progress: Progress | None) -> int:
+    """Write the plan's operations to the pipe `out`: DATA with the local file's bytes compressed, COPY
+    naming a base on the host; then the end.  Returns the bytes written (what goes on the wire)."""
     fd = os.open(path, os.O_RDONLY)
+    key = f"{os.path.abspath(path)}:{os.fstat(fd).st_mtime_ns}"
+    data = [op for op in plan.ops if op.source < 0]
+    meter = _Meter(plan.literal, progress)
+    wire = 0
     try:
-        runs = ranges if ranges is not None else [(offset, n) for is_data, offset, n in extents(fd, size) if is_data]
-        meter = _Meter(sum(n for _, n in runs), progress)
-        for offset, n in runs:
-            os.write(out, FRAME.pack(offset, n))
-            end = offset + n
-            while offset < end:
-                k = os.sendfile(out, fd, offset, min(SEND, end - offset))  # file pages straight into the pipe
-                if not k:
-                    raise OSError(f"the image ended {end - offset} bytes early (changed while uploading?)")
-                offset += k
-                meter.add(k)
-        os.write(out, FRAME.pack(0, 0))
+        ahead = iter(data)
+        for op in list(data[:AHEAD]):
+            _packed.get(fd, (key, op.offset, op.length))
+            next(ahead)
+        for op in plan.ops:
+            if op.source >= 0:
+                head = OP.pack(COPY, op.offset, op.length, op.source, op.source_offset, 0)
+                os.write(out, head)
+                wire += len(head)
+                continue
+            nxt = next(ahead, None)
+            if nxt is not None:
+                _packed.get(fd, (key, nxt.offset, nxt.length))
+            made = _packed.get(fd, (key, op.offset, op.length))
+            _packed.pace(not made.done())
+            packed = made.result()
+            kind = DATA if len(packed) < op.length else STORED
+            view = memoryview(OP.pack(kind, op.offset, op.length, 0, 0, len(packed)) + packed)
+            while view:
+                view = view[os.write(out, view):]
+            wire += OP.size + len(packed)
+            meter.add(op.length)
+        os.write(out, OP.pack(END, 0, 0, 0, 0, 0))
     finally:
         os.close(fd)
-    return meter.finish()
+    meter.finish()
+    return wire + OP.size
+
+
+def full_plan(path: str, size: int) -> delta.Plan:
+    """Every data run of the file, sent (holes never read, never sent)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        ops = [delta.Op(pos, min(clustermap.MAX_DATA, offset + n - pos))
+               for is_data, offset, n in extents(fd, size) if is_data
+               for pos in range(offset, offset + n, clustermap.MAX_DATA)]
+    finally:
+        os.close(fd)
+    return delta.Plan(tuple(ops), (), sum(op.length for op in ops), 0)
 
 
 def receive(c: Connection, path: str, tmp: str, final: str, want: str, progress: Progress | None = None,
-            delta: tuple[str, list[tuple[int, int]]] | None = None) -> int | None:
-    """Send the local file `path` into the host's existing file `tmp`; the host publishes it as `final`
-    once its digest is `want`.  delta=(base on the host, ranges): only those ranges are sent, the rest
-    comes from the base.  Returns the bytes sent, or None (nothing done) when the host has no python3
-    >= 3.7.  A digest mismatch or a broken stream raises HostError, and `tmp` is gone."""
+            plan: delta.Plan | None = None, bases: tuple[str, ...] = ()) -> int | None:
+    """Make the local raw image `path` in the host's existing file `tmp`, by `plan` (default: all of it
+    sent) copying from the host's `bases`; the host publishes it as `final` once its digest is `want`.
+    Returns the bytes sent, or None (nothing done) when the host has no python3 >= 3.7.  A digest
+    mismatch or a broken stream raises HostError, and `tmp` is gone."""
     size = os.path.getsize(path)
-    base, ranges = delta if delta is not None else ("", None)
-    proc = session.popen(c, ["sh", "-c", _RECEIVE, "sh", _CLUSTERMAP_SOURCE, tmp, final, str(size), want,
-                             HOST_PYTHON, base])
+    plan = plan or full_plan(path, size)
+    proc = session.popen(c, ["sh", "-c", _RECEIVE, "sh", HOST_PYTHON, _CLUSTERMAP_SOURCE, tmp, final, str(size),
+                             want, *bases])
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     sent: int | None = None
     try:
-        if proc.stdout.readline() == b"ready\n":
+        if proc.stdout.readline(64) == b"ready\n":  # (bounded: the host may send anything)
             grow_pipe(proc.stdin.fileno())
             try:
-                sent = _send_runs(proc.stdin.fileno(), path, size, progress, ranges)
+                sent = _send_plan(proc.stdin.fileno(), path, plan, progress)
             except BrokenPipeError:
                 pass  # the host stopped reading: its exit status and message say why
             proc.stdin.close()
-        out, err = proc.stdout.read().decode(errors="replace"), proc.stderr.read().decode(errors="replace")
+        out = proc.stdout.read(1 << 16).decode(errors="replace")  # a few lines; more is not the receiver's
+        err = proc.stderr.read(1 << 16).decode(errors="replace")
         rc = proc.wait(timeout=1800)
     finally:
         if proc.poll() is None:

@@ -48,7 +48,7 @@ def test_upload_verify_publish_then_skip(hosts, tmp_path) -> None:
     try:
         outs = first.outs
         assert outs["reused"] is False and outs["volumeName"] == f"vfbase-{props['digest']}.raw"
-        assert outs["bytesSent"] <= 16 << 20, "holes must never cross the wire"
+        assert outs["bytesSent"] <= (16 << 20) + 4096, "only the data and its operations' heads, never the holes"
         # the published volume is the exact content, read-only, and no temporary upload remains
         script = f'head -c {256 << 20} {outs["path"]} | sha256sum; stat -c %a {outs["path"]}'
         digest, mode = lab.in_host("h2", "sh", "-c", script).stdout.split()[::2][:2]
@@ -116,7 +116,7 @@ def test_upload_cut_in_the_middle_is_never_published(hosts, tmp_path) -> None:
     assert f"vfbase-{props['digest']}.raw" not in lab.volumes("h2"), "a broken upload was published"
     done = bp.create(props)  # the next run completes and cleans the remnant
     try:
-        assert done.outs["reused"] is False and done.outs["bytesSent"] == 768 << 20
+        assert done.outs["reused"] is False and 768 << 20 < done.outs["bytesSent"] < (768 << 20) + (64 << 10)
         assert not [v for v in lab.volumes("h2") if v.startswith("vfupload-")]
     finally:
         bp.delete(done.id, done.outs)
@@ -138,7 +138,7 @@ def test_two_stacks_uploading_one_image_to_one_host_both_succeed(hosts, tmp_path
     bp = BaseImageProvider()
     made: list = []
     errors: list[BaseException] = []
-    real_send, sending = transfer._send_runs, threading.Event()
+    real_send, sending = transfer._send_plan, threading.Event()
 
     def first_waits(*args, **kwargs):  # type: ignore[no-untyped-def]
         if not sending.is_set():  # its temporary volume made, its receiver started: the second comes now
@@ -146,7 +146,7 @@ def test_two_stacks_uploading_one_image_to_one_host_both_succeed(hosts, tmp_path
             time.sleep(3)
         return real_send(*args, **kwargs)
 
-    monkeypatch.setattr(transfer, "_send_runs", first_waits)
+    monkeypatch.setattr(transfer, "_send_plan", first_waits)
 
     def create() -> None:
         try:

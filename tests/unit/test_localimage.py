@@ -18,6 +18,7 @@ pytestmark = pytest.mark.unit
 def caches(tmp_path, monkeypatch):
     monkeypatch.setattr(localimage, "CACHE", str(tmp_path / "digests.json"))
     monkeypatch.setattr(delta, "CACHE_DIR", str(tmp_path / "clusters"))
+    monkeypatch.setattr(localimage, "VIEWS", str(tmp_path / "views"))
     return tmp_path
 
 
@@ -44,6 +45,17 @@ def test_cached_digest_is_known_at_once_and_a_changed_file_is_hashed_again(cache
     assert again.done() and again.result() == first  # from the cache, no thread involved
     data = _sparse(img, 1 << 20, {0: b"b"})
     assert localimage.digest_of(str(img)).result(timeout=30) == _reference_digest(data) != first
+
+
+def test_raw_qcow2_and_compressed_qcow2_of_one_disk_have_one_digest(caches) -> None:
+    raw = caches / "disk.raw"
+    _sparse(raw, 8 << 20, {0: b"boot" * 1000, 5 << 20: os.urandom(100_000)})
+    for flags, name in (([], "plain.qcow2"), (["-c"], "packed.qcow2")):
+        subprocess.run(["qemu-img", "convert", *flags, "-f", "raw", "-O", "qcow2", str(raw), str(caches / name)],
+                       check=True)
+    want = localimage.digest_of(str(raw)).result(timeout=30)
+    for name in ("plain.qcow2", "packed.qcow2"):
+        assert localimage.digest_of(str(caches / name), "qcow2").result(timeout=30) == want, name
 
 
 def test_load_describes_the_image_with_its_digest(caches) -> None:

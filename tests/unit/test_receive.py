@@ -1,5 +1,5 @@
 """The host's end of a full upload (`clustermap.receive`), run as a host runs it: the bare source under
-an isolated interpreter, fed by the sender's own framing (`transfer._send_runs`)."""
+an isolated interpreter, fed by the sender's own operations (`transfer._send_plan`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import stat
 import subprocess
 import sys
 import threading
+import zlib
 
 import pytest
 
 from providers import clustermap, delta
-from providers.clustermap import CLUSTER, FRAME, StreamMap
+from providers.clustermap import CLUSTER, COPY, DATA, END, OP, STORED, StreamMap
 from providers.remote import transfer
 from tests.unit.files import write_sparse
 
@@ -78,14 +79,26 @@ def test_received_image_is_published_read_only_with_its_exact_bytes(tmp_path) ->
     img, tmp, final = tmp_path / "img", tmp_path / "vfupload-x", tmp_path / "vfbase-x.raw"
     size = _odd_image(img)
     tmp.write_bytes(b"")  # libvirt creates the volume's file; the host side only fills it
-    want = clustermap.digest(clustermap.compute(str(img)))
-    ran, sent = _host([str(tmp), str(final), str(size), want], lambda fd: transfer._send_runs(fd, str(img), size, None))
+    want, plan = clustermap.digest(clustermap.compute(str(img))), transfer.full_plan(str(img), size)
+    ran, sent = _host([str(tmp), str(final), str(size), want], lambda fd: transfer._send_plan(fd, str(img), plan, None))
     assert ran.returncode == 0, ran.stderr
     assert not tmp.exists() and final.read_bytes() == img.read_bytes()
     assert stat.S_IMODE(final.stat().st_mode) == 0o444
     data = sum(n for is_data, _, n in clustermap.extents(os.open(img, os.O_RDONLY), size) if is_data)
-    assert sent == data < size, "only the data runs cross, never the holes"
+    assert plan.literal == data < size and sent < data, "only the data runs cross, compressed, never the holes"
     assert final.stat().st_blocks * 512 < size, "the holes stay holes on the host"
+
+
+def test_data_zlib_cannot_shrink_travels_as_it_is(tmp_path) -> None:
+    img, tmp, final = tmp_path / "img", tmp_path / "vfupload-x", tmp_path / "vfbase-x.raw"
+    size = 3 << 20
+    write_sparse(img, size, {0: os.urandom(size)})  # (an encrypted or already compressed disk)
+    tmp.write_bytes(b"")
+    want, plan = clustermap.digest(clustermap.compute(str(img))), transfer.full_plan(str(img), size)
+    ran, sent = _host([str(tmp), str(final), str(size), want], lambda fd: transfer._send_plan(fd, str(img), plan, None))
+    assert ran.returncode == 0, ran.stderr
+    assert final.read_bytes() == img.read_bytes()
+    assert sent == size + (len(plan.ops) + 1) * OP.size, "no zlib growth: only the operations' heads on top"
 
 
 def test_a_wrong_digest_is_refused_and_nothing_stays(tmp_path) -> None:
@@ -94,16 +107,27 @@ def test_a_wrong_digest_is_refused_and_nothing_stays(tmp_path) -> None:
     tmp.write_bytes(b"")
     real = clustermap.digest(clustermap.compute(str(img)))
     ran, _ = _host([str(tmp), str(final), str(size), "f" * 64],
-                   lambda fd: transfer._send_runs(fd, str(img), size, None))
+                   lambda fd: transfer._send_plan(fd, str(img), transfer.full_plan(str(img), size), None))
     assert (ran.returncode, ran.stdout.decode().split()) == (3, ["ready", "digest", real])
     assert not tmp.exists() and not final.exists()
 
 
 def test_a_stream_cut_short_or_out_of_order_is_refused_and_nothing_stays(tmp_path) -> None:
     tmp, final = tmp_path / "vfupload-x", tmp_path / "vfbase-x.raw"
-    for frames in (FRAME.pack(0, 1 << 20) + b"x" * 1000,  # the sender died in a run
-                   FRAME.pack(CLUSTER, 10) + b"a" * 10 + FRAME.pack(0, 10) + b"b" * 10 + FRAME.pack(0, 0),
-                   FRAME.pack(2 << 20, 10) + b"c" * 10 + FRAME.pack(0, 0)):  # past the end
+    def data(offset: int, raw: bytes) -> bytes:
+        packed = zlib.compress(raw)
+        return OP.pack(DATA, offset, len(raw), 0, 0, len(packed)) + packed
+
+    end = OP.pack(END, 0, 0, 0, 0, 0)
+    for frames in (OP.pack(DATA, 0, 1 << 20, 0, 0, 5000) + b"x" * 1000,  # the sender died in a run
+                   data(CLUSTER, b"a" * 10) + data(0, b"b" * 10) + end,  # out of order
+                   data(2 << 20, b"c" * 10) + end,  # past the end
+                   OP.pack(DATA, 0, 10, 0, 0, 3) + b"abc" + end,  # not zlib
+                   data(0, b"d" * 10)[:OP.size - 4] + (5).to_bytes(4, "big") + zlib.compress(b"d" * 10) + end,
+                   OP.pack(DATA, 0, 8 << 20, 0, 0, 10) + b"e" * 10 + end,  # more than one operation holds
+                   OP.pack(STORED, 0, 8 << 20, 0, 0, 8 << 20) + b"f" * 10 + end,  # more than one operation holds
+                   OP.pack(STORED, 0, 100, 0, 0, 100) + b"g" * 10,  # the sender died in a stored run
+                   OP.pack(COPY, 0, 4096, 0, 0, 0) + end):  # a copy from a base it was not given
         tmp.write_bytes(b"")
         ran, _ = _host([str(tmp), str(final), str(1 << 20), "0" * 64], lambda fd, data=frames: os.write(fd, data))
         assert ran.returncode == 4 and b"receive:" in ran.stderr, ran
@@ -121,43 +145,46 @@ def test_only_an_existing_regular_file_is_filled(tmp_path) -> None:
     assert ran.returncode == 4 and not (tmp_path / "out").exists()
 
 
-def _rebuilt(tmp_path) -> tuple[str, str, int, list[tuple[int, int]]]:
-    """An image and its rebuild: one run changed, data turned to zeros, data added in a hole."""
+def _rebuilt(tmp_path) -> tuple[str, str, int, delta.Plan]:
+    """An image and its rebuild: one run changed, data turned to zeros, data added in a hole, and data
+    moved to another offset (as a file system moves a file); the plan that makes it from the old one."""
     old, new = tmp_path / "old", tmp_path / "new"
     size = _odd_image(old)
     subprocess.run(["cp", "--sparse=always", str(old), str(new)], check=True)
+    moved = open(old, "rb").read()[(3 << 20) + 4096:(3 << 20) + 4096 + CLUSTER * 3]
     with open(new, "r+b") as f:
-        for offset, data in ((5 + 100, b"changed"), ((2 << 20) - 3, bytes(9)), (4 << 20, b"new data")):
+        for offset, data in ((5 + 100, b"changed"), ((2 << 20) - 3, bytes(9)), (4 << 20, b"new data"),
+                             ((1 << 20) + 8192, moved)):
             f.seek(offset)
             f.write(data)
-    ranges = delta.changed_extents(clustermap.compute(str(old)), clustermap.compute(str(new)), merge_gap=0)
-    assert ranges and sum(n for _, n in ranges) <= 4 * CLUSTER  # the 9 bytes span a cluster edge
-    return str(old), str(new), size, ranges
+    plan = delta.plan(delta.block_index(str(new)), [delta.block_index(str(old))])
+    assert plan.literal <= 4 * 4096 and plan.copied >= len(moved), plan  # the moved data is found, not sent
+    return str(old), str(new), size, plan
 
 
-def test_a_delta_is_the_changed_ranges_over_the_base_already_on_the_host(tmp_path) -> None:
-    old, new, size, ranges = _rebuilt(tmp_path)
+def test_a_rebuild_sends_only_blocks_no_base_has_and_copies_the_rest_from_the_base(tmp_path) -> None:
+    old, new, size, plan = _rebuilt(tmp_path)
     tmp, final = tmp_path / "vfupload-x", tmp_path / "vfbase-new.raw"
     tmp.write_bytes(b"")
     want = clustermap.digest(clustermap.compute(new))
     ran, sent = _host([str(tmp), str(final), str(size), want, old],
-                      lambda fd: transfer._send_runs(fd, new, size, None, ranges))
+                      lambda fd: transfer._send_plan(fd, new, plan, None))
     assert ran.returncode == 0, ran.stderr
-    assert final.read_bytes() == open(new, "rb").read() and sent == sum(n for _, n in ranges)
+    assert final.read_bytes() == open(new, "rb").read() and sent < plan.literal + 4096
     assert final.stat().st_blocks * 512 < size, "the base's holes stay holes"
 
 
-def test_a_delta_over_a_damaged_base_is_refused(tmp_path) -> None:
+def test_a_copy_from_a_damaged_base_is_refused(tmp_path) -> None:
     """The base's bytes are part of what the host hashes: a base that changed on the host is caught."""
-    old, new, size, ranges = _rebuilt(tmp_path)
-    with open(old, "r+b") as f:  # outside every changed range
-        f.seek(size - 10)
+    old, new, size, plan = _rebuilt(tmp_path)
+    with open(old, "r+b") as f:  # inside the moved data, which is copied from there
+        f.seek((3 << 20) + 4096 + 10)
         f.write(b"E")
     tmp, final = tmp_path / "vfupload-x", tmp_path / "vfbase-new.raw"
     tmp.write_bytes(b"")
     want = clustermap.digest(clustermap.compute(new))
     ran, _ = _host([str(tmp), str(final), str(size), want, old],
-                   lambda fd: transfer._send_runs(fd, new, size, None, ranges))
+                   lambda fd: transfer._send_plan(fd, new, plan, None))
     assert ran.returncode == 3 and not tmp.exists() and not final.exists()
 
 
@@ -219,3 +246,14 @@ def test_a_file_system_without_direct_io_gets_everything_through_the_cache(tmp_p
     w.close()
     monkeypatch.setattr(clustermap.os, "pwrite", real)
     assert (tmp_path / "f").read_bytes() == _expected(size, pieces)
+
+
+def test_compression_gets_faster_while_senders_wait_for_it_and_smaller_when_none_do() -> None:
+    packed = transfer._Packed()
+    levels = []
+    for waited in [True] * 16 + [False] * 8 + [True, False] * 4 + [False] * 8:
+        packed.pace(waited)
+        levels.append(transfer.LEVELS[packed.step])
+    assert levels[7] == 3 and levels[15] == 1, "waiting senders: a faster level every few pieces"
+    assert levels[23] == 3 and levels[31] == 3 and levels[39] == 6, "none waiting: back to the smallest output"
+    packed.pool.shutdown()

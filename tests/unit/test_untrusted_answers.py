@@ -30,3 +30,12 @@ def test_a_neighbour_table_of_another_shape_is_read_without_a_crash() -> None:
         assert not [a for found in addresses.by_mac(neighbour_table(out)).values() for a in found], out[:80]
     table = neighbour_table(json.dumps([good, {"dst": "10.0.0.9", "lladdr": MAC, "state": ["FAILED"]}]))
     assert addresses.by_mac(table) == {MAC: ["10.0.0.8"]}
+
+
+def test_a_base_name_from_a_host_never_becomes_a_path_outside_the_cache(tmp_path, monkeypatch) -> None:
+    from providers import delta
+    monkeypatch.setattr(delta, "CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "secret.idx").write_bytes(b"not an index")
+    (tmp_path / "secret.map").write_bytes(b"not a map")
+    for name in ("../secret", "../" * 8 + "etc/passwd", "", "A" * 64, "0" * 63 + "/"):
+        assert delta.load_index(name) is None and delta.load(name) is None, name

@@ -41,7 +41,7 @@ def test_a_receiver_holds_a_lock_on_its_file_until_it_is_done(tmp_path) -> None:
                 seen.append(True)
         # and the cleanup itself, with no grace at all: the lock alone keeps it
         seen.append(_remove_dead(0, str(tmp)) == [] and tmp.exists())
-        return transfer._send_runs(fd, str(img), size, None)
+        return transfer._send_plan(fd, str(img), transfer.full_plan(str(img), size), None)
 
     ran, _ = _host([str(tmp), str(final), str(size), want], feed)
     assert ran.returncode == 0, ran.stderr
@@ -55,7 +55,8 @@ def test_the_second_upload_to_finish_keeps_the_first_ones_published_base(tmp_pat
     first = final.stat().st_ino
     tmp.write_bytes(b"")
     want = clustermap.digest(clustermap.compute(str(img)))
-    ran, _ = _host([str(tmp), str(final), str(size), want], lambda fd: transfer._send_runs(fd, str(img), size, None))
+    plan = transfer.full_plan(str(img), size)
+    ran, _ = _host([str(tmp), str(final), str(size), want], lambda fd: transfer._send_plan(fd, str(img), plan, None))
     assert ran.returncode == 0, ran.stderr
     assert final.stat().st_ino == first and not tmp.exists()
 
