@@ -8,10 +8,10 @@ import pulumi
 from components.config import parse, unknown_top_keys
 from components.hypervisor import Hypervisor
 from components.machine import Machine
-from providers.childenv import private_process
-from providers.errors import ConfigError
-from providers.localimage import load
-from providers.trace import trace
+from providers.local.childenv import private_process
+from providers.local.image import load
+from providers.local.trace import trace
+from providers.model.errors import ConfigError
 
 private_process()  # a build started below cannot read the decrypted config from this process's environment
 config = pulumi.Config("virtfleet")

@@ -26,15 +26,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import libvirt  # noqa: E402
 
 from bench.fleet import settle  # noqa: E402
-from providers import addresses, cloudinit  # noqa: E402
-from providers.base_image import BaseImageProvider  # noqa: E402
-from providers.guest import GuestProvider  # noqa: E402
-from providers.host import HostProvider  # noqa: E402
-from providers.network import NetworkProvider  # noqa: E402
-from providers.remote import addresses as remote_addresses  # noqa: E402
-from providers.remote import domains, session  # noqa: E402
-from providers.spec import Connection  # noqa: E402
-from providers.volume import VolumeProvider  # noqa: E402
+from providers.base_image import BaseImageProvider
+from providers.guest import GuestProvider
+from providers.host import HostProvider
+from providers.local import cloudinit
+from providers.model import addresses
+from providers.model.host import Connection
+from providers.network import NetworkProvider
+from providers.remote import addresses as remote_addresses
+from providers.remote import domains, session
+from providers.volume import VolumeProvider
 from tests import lab  # noqa: E402
 from tests.e2e.fleet import config  # noqa: E402
 from tests.provider.fixtures import guest_props, host_props, image_props, volume_props  # noqa: E402

@@ -37,11 +37,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from providers import xmlgen  # noqa: E402
-from providers.base_image import BaseImageProvider  # noqa: E402
-from providers.host import HostProvider  # noqa: E402
-from providers.spec import Connection, GuestSpec, InterfaceSpec, Owner  # noqa: E402
-from providers.trace import trace  # noqa: E402
+from providers.base_image import BaseImageProvider
+from providers.host import HostProvider
+from providers.local.trace import trace
+from providers.model.guest import GuestSpec, InterfaceSpec
+from providers.model.host import Connection
+from providers.model.owner import Owner
+from providers.xml import domain as domain_xml
 from tests import lab  # noqa: E402
 from tests.e2e.fleet import config, guest, mac_for  # noqa: E402
 from tests.provider.fixtures import host_props, image_props  # noqa: E402
@@ -110,7 +112,7 @@ def baseline(tmp: str, n: int, base_volume: str, base_path: str) -> float:
                              interfaces=(InterfaceSpec("direct", "eth0", mac_for(g)),))
             xml_path = f"{tmp}/{g}.xml"
             with open(xml_path, "w") as f:
-                f.write(xmlgen.domain(spec))
+                f.write(domain_xml.domain(spec))
             lines.append(f"virsh -q -c '{uri}' vol-create-as guests {g}.qcow2 1G --format qcow2 "
                          f"--backing-vol {base_path} --backing-vol-format qcow2 >/dev/null && "
                          f"virsh -q -c '{uri}' define {xml_path} >/dev/null && "

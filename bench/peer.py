@@ -35,8 +35,8 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.fleet import HOSTS, floor_stack_of, names, row, settle  # noqa: E402
-from providers.base_image import BaseImageProvider  # noqa: E402
-from providers.host import HostProvider  # noqa: E402
+from providers.base_image import BaseImageProvider
+from providers.host import HostProvider
 from tests import lab  # noqa: E402
 from tests.e2e.fleet import config, guest, mac_for  # noqa: E402
 from tests.provider.fixtures import host_props, image_props  # noqa: E402

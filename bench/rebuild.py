@@ -27,7 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import images  # noqa: E402
-from providers import clustermap, delta  # noqa: E402
+from providers.hostside import clustermap
+from providers.local import delta
 from tests import lab  # noqa: E402
 from tests.e2e.fleet import config, guest, mac_for  # noqa: E402
 from tests.pulumi_cli import Stack  # noqa: E402

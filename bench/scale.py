@@ -78,9 +78,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.fleet import floor_stack_of, row, settle  # noqa: E402
 from bench.peer import PEER, Peer, tofu_config  # noqa: E402
-from providers.base_image import BaseImageProvider  # noqa: E402
-from providers.host import HostProvider  # noqa: E402
-from providers.trace import trace  # noqa: E402
+from providers.base_image import BaseImageProvider
+from providers.host import HostProvider
+from providers.local.trace import trace
 from tests import lab  # noqa: E402
 from tests.e2e.fleet import config, guest  # noqa: E402
 from tests.provider.fixtures import host_props, image_props  # noqa: E402

@@ -14,21 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from providers import childenv, cloudinit, fields, firmware
-from providers import validate as v
-from providers.errors import ConfigError
-from providers.localimage import LocalImage
-from providers.spec import (
-    DISK_MODES,
-    VIRT_TYPES,
-    Connection,
-    GuestSpec,
-    HostSpec,
-    InterfaceSpec,
-    NetworkSpec,
-    PoolSpec,
-    check_address_wait,
-)
+from providers.local import childenv, cloudinit
+from providers.local.image import LocalImage
+from providers.model import fields
+from providers.model import validate as v
+from providers.model.errors import ConfigError
+from providers.model.guest import GuestSpec, InterfaceSpec, check_address_wait
+from providers.model.host import VIRT_TYPES, Connection, HostSpec, PoolSpec
+from providers.model.network import NetworkSpec
+from providers.model.storage import DISK_MODES
+from providers.xml import firmware
 
 TOP_KEYS = {"images", "hosts", "sshPrivateKey"}
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -9,7 +9,7 @@ import pulumi
 
 from providers.base_image import BaseImage
 from providers.host import Host
-from providers.localimage import LocalImage
+from providers.local.image import LocalImage
 from providers.network import Network
 
 from .config import HostConf

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pulumi
 
 from providers.guest import Guest
-from providers.spec import SeedSpec
+from providers.model.guest import SeedSpec
 from providers.volume import Volume
 
 from .config import GuestConf

@@ -198,7 +198,7 @@ def serve(sdk: dict[str, Any], workers: int) -> None:
 
 def main() -> None:
     sys.path[0] = os.getcwd()  # as under `python -m pulumi.dynamic`: the project's modules import by name
-    # non-dumpable (as providers.childenv does for the program; this host serves other projects too): its
+    # non-dumpable (as providers.local.childenv does for the program; this host serves other projects too): its
     # environment holds the decrypted config, which the ssh and qemu-img it starts then cannot read
     ctypes.CDLL(ctypes.util.find_library("c")).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
     sdk = sdk_servicer_module()

@@ -1,5 +1,6 @@
-"""virtfleet dynamic resources: Host, BaseImage, Volume, Guest.
+"""virtfleet dynamic resources: Host, BaseImage, Volume, Network, Guest.
 
-Pure code (spec, xmlgen, diff, units, errors) never touches a host; everything remote lives in
-`providers.remote`; the resource modules hold thin provider methods that observe, decide, act.
+The resource modules here decide and call `providers.remote`, the only code that touches a host; the
+pure model (`model`), libvirt XML (`xml`), the operator's side (`local`) and the scripts run on hosts
+(`hostside`) are in the folders of those names.
 """

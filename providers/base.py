@@ -1,4 +1,4 @@
-"""What the four dynamic providers share: configure, check via the spec, diff via the change table."""
+"""What the five dynamic providers share: configure, check via the spec, diff via the change table."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ from pulumi.dynamic import (
 from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
 
-from . import diff as difftab
-from .errors import ConfigError
-from .remote import session
-from .spec import host_connections
-from .trace import trace, traced
+from providers.local.trace import trace, traced
+from providers.model import changes
+from providers.model.errors import ConfigError
+from providers.model.host import host_connections
+from providers.remote import session
 
 PROVIDER_KEY = "__provider"
 SPEC_KEY = "spec"
@@ -112,7 +112,7 @@ class BaseProvider(ResourceProvider):
     """
 
     spec_type: ClassVar[Any]
-    table: ClassVar[difftab.Table]
+    table: ClassVar[changes.Table]
     # the pickled provider (a class reference, no secrets) stays plain in the state: the SDK's default makes it
     # a secret in every resource's inputs and outputs, 3x its size and a cipher call per resource per write
     serialize_as_secret_always = False
@@ -151,5 +151,5 @@ class BaseProvider(ResourceProvider):
         return CheckResult(news, [])
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        p = difftab.plan(type(self).table, olds, news)
+        p = changes.plan(type(self).table, olds, news)
         return DiffResult(changes=p.has_changes, replaces=p.replaces, delete_before_replace=True)

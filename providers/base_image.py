@@ -20,13 +20,16 @@ import libvirt
 import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, Resource
 
-from . import delta, localimage, xmlgen
-from . import diff as difftab
-from .base import BaseProvider, inputs_of, say
-from .errors import HostError
-from .remote import bases, session, storage, transfer
-from .spec import BaseImageSpec, Connection
-from .trace import trace
+from providers.base import BaseProvider, inputs_of, say
+from providers.local import delta
+from providers.local import image as localimage
+from providers.local.trace import trace
+from providers.model import changes
+from providers.model.errors import HostError
+from providers.model.host import Connection
+from providers.model.storage import BaseImageSpec
+from providers.remote import bases, session, storage, transfer
+from providers.xml import storage as storage_xml
 
 UPLOAD_PREFIX = "vfupload-"
 
@@ -141,7 +144,7 @@ def _fill(spec: BaseImageSpec, p: libvirt.virStoragePool,
     logical = storage.pool_type(p) == "logical"
     if not logical:  # the host writes, hashes and publishes as the data arrives
         plan, bases = _plan(spec, p)
-        vol = storage.create(p, xmlgen.volume(tmp_name, spec.size, "raw", allocation=0))
+        vol = storage.create(p, storage_xml.volume(tmp_name, spec.size, "raw", allocation=0))
         final = os.path.join(os.path.dirname(vol.path()), spec.volume_name)
         received = transfer.receive(c, spec.source, vol.path(), final, spec.digest, _progress(spec), plan, bases)
         if received is not None:
@@ -159,7 +162,7 @@ def _fill(spec: BaseImageSpec, p: libvirt.virStoragePool,
             how = f"delta over {os.path.basename(old_path)[:23]}..., {len(extents)} extents"
             return vol, transfer.upload_ranges(conn, vol, spec.source, extents), how, None
     # an LV is not zeroed: every byte is sent, holes included; a file volume stays sparse
-    vol = storage.create(p, xmlgen.volume(tmp_name, spec.size, "raw", allocation=spec.size if logical else 0))
+    vol = storage.create(p, storage_xml.volume(tmp_name, spec.size, "raw", allocation=spec.size if logical else 0))
     return vol, transfer.upload(conn, vol, spec.source, _progress(spec), sparse=not logical), "full", None
 
 
@@ -210,7 +213,7 @@ def _upload(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[int, str]:
 
 class BaseImageProvider(BaseProvider):
     spec_type = BaseImageSpec
-    table = difftab.BASE_IMAGE_TABLE
+    table = changes.BASE_IMAGE_TABLE
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         spec = BaseImageSpec.from_props(props)

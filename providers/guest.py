@@ -8,7 +8,7 @@ read: the live domain: running or not, autostart, and whether its definition dri
 fields are compared, so what libvirt adds never counts); devices added outside virtfleet are listed
 (`unmanaged`, and a line in the preview), never counted as drift.  Gone only for a real "no such domain".
 update: redefine with the same UUID, from the live definition with only the managed parts replaced
-(devices and settings added outside survive, `xmlgen.merge`); restart (graceful shutdown, then start)
+(devices and settings added outside survive, `merge_xml.merge`); restart (graceful shutdown, then start)
 only for restart-class changes of a running guest; start/stop for `running`, and resume for a paused
 guest (`running` is false while paused).  Starts go through `remote.starts`: guests starting together
 on one machine run together.
@@ -30,13 +30,15 @@ import libvirt
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, Resource, UpdateResult
 
-from . import addresses, adoption, cloudinit, xmlgen
-from . import diff as difftab
-from .base import BaseProvider, has_unknowns, inputs_of, nested, say
-from .errors import HostError, UnsafeChangeError
-from .remote import addresses as remote_addresses
-from .remote import domains, session, starts, storage
-from .spec import GuestSpec
+from providers.base import BaseProvider, has_unknowns, inputs_of, nested, say
+from providers.local import cloudinit
+from providers.model import addresses, adoption, changes
+from providers.model.errors import HostError, UnsafeChangeError
+from providers.model.guest import GuestSpec
+from providers.remote import addresses as remote_addresses
+from providers.remote import domains, session, starts, storage
+from providers.xml import domain as domain_xml
+from providers.xml import merge as merge_xml
 
 # what the program reads of a guest, grouped under `status`; what only the provider reads, and the secret
 # user-data (a nested value would lose its secrecy in the outputs), kept beside the nested inputs
@@ -55,7 +57,7 @@ def _macs(*interfaces: Any) -> set[str]:
 
 
 def _managed(xml: str, macs: set[str]) -> dict[str, Any]:
-    seen = xmlgen.observe_managed(xml, macs)
+    seen = merge_xml.observe_managed(xml, macs)
     seen.pop("uuid", None)
     return seen
 
@@ -73,10 +75,10 @@ def _outs(spec: GuestSpec, props: dict[str, Any], dom: libvirt.virDomain,
     live_xml = domains.inactive_xml(dom)
     uuid = dom.UUIDString()
     macs = _macs(spec.interfaces)
-    drift = _managed(live_xml, macs) != _managed(xmlgen.domain(spec, uuid), macs)
+    drift = _managed(live_xml, macs) != _managed(domain_xml.domain(spec, uuid), macs)
     if defined is None:
-        defined = props.get("definedDevices") or xmlgen.device_ids(live_xml)
-    extra = xmlgen.unmanaged_devices(live_xml, defined, macs)
+        defined = props.get("definedDevices") or merge_xml.device_ids(live_xml)
+    extra = merge_xml.unmanaged_devices(live_xml, defined, macs)
     c = spec.conn
     state = domains.state(dom)  # a paused guest is not running: `running: true` resumes it
     return {**inputs_of(props), "uuid": uuid, "state": state, "running": bool(dom.isActive()) and state != "paused",
@@ -88,7 +90,7 @@ def _outs(spec: GuestSpec, props: dict[str, Any], dom: libvirt.virDomain,
 
 def _defined(dom: libvirt.virDomain, carried: dict[str, str] | None = None) -> list[str]:
     """The ids of the devices of the definition just made, less the ones added outside that it carried."""
-    return xmlgen.device_ids(domains.inactive_xml(dom), tuple(carried or ()))
+    return merge_xml.device_ids(domains.inactive_xml(dom), tuple(carried or ()))
 
 
 def _wait_for_address(spec: GuestSpec, dom: libvirt.virDomain) -> tuple[list[dict[str, Any]] | None,
@@ -140,7 +142,7 @@ def _define_new(conn: libvirt.virConnect, spec: GuestSpec, uuid: str = "") -> li
     """Seed, define and bring to the wanted power state; on any failure what was made is removed."""
     _put_seed(spec)
     try:
-        dom = conn.defineXML(xmlgen.domain(spec, uuid))
+        dom = conn.defineXML(domain_xml.domain(spec, uuid))
     except BaseException:
         _drop_seed(spec.replace(seed=None), spec.seed and spec.seed.to_props())
         raise
@@ -205,7 +207,7 @@ def _preview_adoption(spec: GuestSpec) -> str:
         say(f"{spec.conn.host}: {spec.name} has adopt: true but no domain of that name exists: it will be created")
         return ""
     live_xml = domains.inactive_xml(dom)
-    if xmlgen.observe_domain(live_xml)["owner"] == spec.owner.__dict__:
+    if domain_xml.observe_domain(live_xml)["owner"] == spec.owner.__dict__:
         return ""  # its own, left by an interrupted run: create takes it back as it always does
     why = adoption.refusal(spec.conn.host, spec.name, spec.owner, spec.disk_path, live_xml)
     if not why:
@@ -216,7 +218,7 @@ def _preview_adoption(spec: GuestSpec) -> str:
 
 class GuestProvider(BaseProvider):
     spec_type = GuestSpec
-    table = difftab.GUEST_TABLE
+    table = changes.GUEST_TABLE
     top = TOP_KEYS
     status_keys = OUTPUT_KEYS
 
@@ -225,7 +227,7 @@ class GuestProvider(BaseProvider):
         if not result.failures:
             # shown by the preview when it applies; otherwise absent, as at create: a no-op run's checked inputs
             # then equal the stored ones and the engine skips rewriting the whole state for this guest
-            restart = difftab.plan(difftab.GUEST_TABLE, olds, news).restart if olds else []
+            restart = changes.plan(changes.GUEST_TABLE, olds, news).restart if olds else []
             if restart:
                 result = CheckResult({**news, "restartOnUpdate": ", ".join(restart)}, result.failures)
             # a new guest taking over a domain: what changes is shown now (the only host access of check)
@@ -243,7 +245,7 @@ class GuestProvider(BaseProvider):
             found, dom = _wait_for_address(spec, _define_new(conn, spec))
             return CreateResult(dom.UUIDString(), _outs(spec, props, dom, found, _defined(dom)))
         live_xml = domains.inactive_xml(existing)
-        owner = xmlgen.observe_domain(live_xml)["owner"]
+        owner = domain_xml.observe_domain(live_xml)["owner"]
         if owner != spec.owner.__dict__:
             if spec.adopt:
                 return _take_over(conn, spec, props, existing, live_xml)
@@ -256,7 +258,7 @@ class GuestProvider(BaseProvider):
                    "over a guest made by hand\")"))
         say(f"{spec.conn.host}: adopting {spec.name} left by an interrupted run of this stack")
         _put_seed(spec)
-        dom = conn.defineXML(xmlgen.domain(spec, existing.UUIDString()))
+        dom = conn.defineXML(domain_xml.domain(spec, existing.UUIDString()))
         _apply_power(spec, dom, restart=False)
         found, dom = _wait_for_address(spec, dom)
         return CreateResult(dom.UUIDString(), _outs(spec, props, dom, found, _defined(dom)))
@@ -281,13 +283,14 @@ class GuestProvider(BaseProvider):
             _drop_seed(spec, olds.get("seed"))
             found, dom = _wait_for_address(spec, dom)
             return UpdateResult(_outs(spec, news, dom, found, _defined(dom)))
-        p = difftab.plan(difftab.GUEST_TABLE, olds, news)
+        p = changes.plan(changes.GUEST_TABLE, olds, news)
         _put_seed(spec)
         live_xml = domains.inactive_xml(dom)
         macs = _macs(spec.interfaces, olds.get("interfaces"))
-        carried = xmlgen.unmanaged_devices(live_xml, olds.get("definedDevices") or xmlgen.device_ids(live_xml), macs)
-        dom = conn.defineXML(xmlgen.merge(live_xml, xmlgen.domain(spec, id_), macs))
-        _apply_power(spec, dom, restart=difftab.guest_needs_restart(p, bool(dom.isActive())))
+        defined = olds.get("definedDevices") or merge_xml.device_ids(live_xml)
+        carried = merge_xml.unmanaged_devices(live_xml, defined, macs)
+        dom = conn.defineXML(merge_xml.merge(live_xml, domain_xml.domain(spec, id_), macs))
+        _apply_power(spec, dom, restart=changes.guest_needs_restart(p, bool(dom.isActive())))
         _drop_seed(spec, olds.get("seed"))  # after the restart: the old seed is no longer open
         found, dom = _wait_for_address(spec, dom) if p.restart or "running" in p.changed else (None, dom)
         return UpdateResult(_outs(spec, news, dom, found, _defined(dom, carried)))

@@ -12,10 +12,10 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, Resource, UpdateResult
 
-from . import diff as difftab
-from .base import BaseProvider, inputs_of
-from .remote import hostfacts, session, storage
-from .spec import HostSpec
+from providers.base import BaseProvider, inputs_of
+from providers.model import changes
+from providers.model.host import HostSpec
+from providers.remote import hostfacts, session, storage
 
 
 def _converge(spec: HostSpec) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def _converge(spec: HostSpec) -> dict[str, Any]:
 
 class HostProvider(BaseProvider):
     spec_type = HostSpec
-    table = difftab.HOST_TABLE
+    table = changes.HOST_TABLE
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         spec = HostSpec.from_props(props)

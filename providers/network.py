@@ -16,11 +16,11 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, UpdateResult
 
-from . import diff as difftab
-from .base import BaseProvider, inputs_of, say
-from .errors import UnsafeChangeError
-from .remote import bases, networks, session
-from .spec import NetworkSpec
+from providers.base import BaseProvider, inputs_of, say
+from providers.model import changes
+from providers.model.errors import UnsafeChangeError
+from providers.model.network import NetworkSpec
+from providers.remote import bases, networks, session
 
 MANAGED = ("mode", "bridge", "address", "dhcp")
 
@@ -36,7 +36,7 @@ def _outs(spec: NetworkSpec, props: dict[str, Any], seen: dict[str, Any]) -> dic
 
 class NetworkProvider(BaseProvider):
     spec_type = NetworkSpec
-    table = difftab.NETWORK_TABLE
+    table = changes.NETWORK_TABLE
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         spec = NetworkSpec.from_props(props)

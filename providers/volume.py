@@ -18,13 +18,13 @@ import libvirt
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, Resource, UpdateResult
 
-from . import adoption, diskuse, xmlgen
-from . import diff as difftab
-from .base import BaseProvider, has_unknowns, inputs_of, nested, say
-from .errors import HostError, UnsafeChangeError
-from .remote import bases, domains, session, storage
-from .spec import VolumeSpec
-from .units import human
+from providers.base import BaseProvider, has_unknowns, inputs_of, nested, say
+from providers.model import adoption, changes, diskuse
+from providers.model.errors import HostError, UnsafeChangeError
+from providers.model.storage import VolumeSpec
+from providers.model.units import human
+from providers.remote import bases, domains, session, storage
+from providers.xml import storage as storage_xml
 
 # the program reads `path` and `adopted`; `basePath` and `owned` are the provider's; the inputs are nested
 # (`base.nested`)
@@ -40,7 +40,7 @@ def _base(spec: VolumeSpec, p: libvirt.virStoragePool) -> libvirt.virStorageVol:
 
 
 def _adopt(spec: VolumeSpec, vol: libvirt.virStorageVol, base_path: str) -> None:
-    seen = xmlgen.observe_volume(vol.XMLDesc(0))
+    seen = storage_xml.observe_volume(vol.XMLDesc(0))
     if spec.mode == "overlay" and seen["backingPath"] != base_path:
         raise UnsafeChangeError(f"host {spec.conn.host}: disk {spec.name!r} already exists with backing file "
                            f"{seen['backingPath'] or 'none'!r}, not {base_path!r}: not adopted, nothing changed. "
@@ -83,7 +83,7 @@ def _as_is_refusal(spec: VolumeSpec, seen: dict[str, Any], logical: bool, path: 
 
 def _take_as_is(spec: VolumeSpec, vol: libvirt.virStorageVol, logical: bool) -> dict[str, Any]:
     """An existing disk taken over with its guest: never rewritten (see `_as_is_refusal`)."""
-    seen = xmlgen.observe_volume(vol.XMLDesc(0))
+    seen = storage_xml.observe_volume(vol.XMLDesc(0))
     _, why = _as_is_refusal(spec, seen, logical, vol.path())
     if why:
         raise UnsafeChangeError(why)
@@ -126,7 +126,8 @@ def _preview_existing(spec: VolumeSpec) -> tuple[str, str]:
         except UnsafeChangeError as exc:
             return "name", str(exc)
         return "", ""
-    return _as_is_refusal(spec, xmlgen.observe_volume(vol.XMLDesc(0)), storage.pool_type(p) == "logical", vol.path())
+    seen = storage_xml.observe_volume(vol.XMLDesc(0))
+    return _as_is_refusal(spec, seen, storage.pool_type(p) == "logical", vol.path())
 
 
 def _grow(spec: VolumeSpec, vol: libvirt.virStorageVol, owned: bool) -> None:
@@ -149,7 +150,7 @@ def _copy_into_lv(spec: VolumeSpec, p: libvirt.virStoragePool, base: libvirt.vir
     if spec.mode != "copy":
         raise HostError(spec.conn.host, f"creating disk {spec.name!r}", "a qcow2 overlay cannot live in an LVM pool",
                         "Use `disk: copy` for guests on a logical pool, or a dir pool for overlays")
-    vol = storage.create(p, xmlgen.volume(spec.name, spec.capacity, "raw", allocation=spec.capacity))
+    vol = storage.create(p, storage_xml.volume(spec.name, spec.capacity, "raw", allocation=spec.capacity))
     try:
         session.run(spec.conn, ["qemu-img", "convert", "-n", "-f", spec.base_format, "-O", "raw", base.path(),
                                 vol.path()], timeout=3600)
@@ -161,7 +162,7 @@ def _copy_into_lv(spec: VolumeSpec, p: libvirt.virStoragePool, base: libvirt.vir
 
 class VolumeProvider(BaseProvider):
     spec_type = VolumeSpec
-    table = difftab.VOLUME_TABLE
+    table = changes.VOLUME_TABLE
     top = TOP_KEYS
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
@@ -203,9 +204,10 @@ class VolumeProvider(BaseProvider):
         elif storage.pool_type(p) == "logical":
             vol = _copy_into_lv(spec, p, base)
         elif spec.mode == "overlay":
-            vol = storage.create(p, xmlgen.volume(spec.name, spec.capacity, "qcow2", base.path(), spec.base_format))
+            definition = storage_xml.volume(spec.name, spec.capacity, "qcow2", base.path(), spec.base_format)
+            vol = storage.create(p, definition)
         else:
-            vol = p.createXMLFrom(xmlgen.volume(spec.name, spec.capacity, "qcow2"), base, 0)
+            vol = p.createXMLFrom(storage_xml.volume(spec.name, spec.capacity, "qcow2"), base, 0)
         if owned and spec.owner is not None:
             bases.claim_disk(spec.conn, vol.path(), _ours(spec))
         if vol.info()[1] < spec.capacity:
@@ -219,7 +221,7 @@ class VolumeProvider(BaseProvider):
         vol = storage.lookup_volume(p, spec.name) if p is not None else None
         if vol is None:
             return ReadResult(None, {})
-        seen = xmlgen.observe_volume(vol.XMLDesc(0))
+        seen = storage_xml.observe_volume(vol.XMLDesc(0))
         return ReadResult(id_, {**inputs_of(props), "capacity": int(seen["capacity"]), "path": seen["path"]})
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:

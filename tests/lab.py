@@ -89,8 +89,8 @@ def read_console(host: str, uuid: str, markers: list[str], timeout: float = 90,
     The console gets a libvirt connection of its own: a blocking recv() holds its connection, so calls
     on a shared one (destroy, ...) would wait for it.  The reader ends when the console closes.
     """
+    from providers.model.host import Connection
     from providers.remote import session
-    from providers.spec import Connection
 
     c = Connection.from_props(connection_props(host))
     session.connect(c)  # a session of its own on the host's one SSH connection
@@ -140,7 +140,7 @@ def quiesce() -> None:
     written back during the next phase and slow it), and no virtfleet SSH master is left open (every
     timed run starts cold)."""
     os.sync()
-    from providers.remote import session  # noqa: PLC0415 - only the benchmarks need this
+    from providers.remote import session
     runtime = session.runtime_dir()
     for name in os.listdir(runtime):
         path = os.path.join(runtime, name)

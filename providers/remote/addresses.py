@@ -10,10 +10,10 @@ from typing import Any
 
 import libvirt
 
-from .. import addresses
-from ..errors import HostError
-from ..spec import Connection
-from . import session
+from providers.model import addresses
+from providers.model.errors import HostError
+from providers.model.host import Connection
+from providers.remote import session
 
 SOURCES = {"lease": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
            "agent": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import holders
-from ..spec import Connection
-from . import session, transfer
+from providers.hostside import holders
+from providers.model.host import Connection
+from providers.remote import session, transfer
 
 _SOURCE = Path(holders.__file__).read_text()
 _RUN = r"""

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import libvirt
 
-from .. import xmlgen
-from . import is_not_found, or_none
+from providers.remote import is_not_found, or_none
+from providers.xml import domain as domain_xml
 
 STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate", libvirt.VIR_DOMAIN_RUNNING: "running",
@@ -47,7 +47,7 @@ def disk_users(conn: libvirt.virConnect, path: str) -> list[DiskUser]:
         try:
             active = bool(dom.isActive())
             xmls = [inactive_xml(dom)] + ([dom.XMLDesc(0)] if active else [])
-            seen = [xmlgen.disk_users(x) for x in xmls]
+            seen = [domain_xml.disk_users(x) for x in xmls]
             if any(path in sources for _, sources in seen):
                 found.append(DiskUser(dom, dom.name(), seen[0][0], active))
         except libvirt.libvirtError as exc:

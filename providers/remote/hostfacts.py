@@ -6,9 +6,9 @@ import xml.etree.ElementTree as ET
 
 import libvirt
 
-from ..errors import HostError
-from ..spec import Connection
-from . import session
+from providers.model.errors import HostError
+from providers.model.host import Connection
+from providers.remote import session
 
 
 def _version(n: int) -> str:

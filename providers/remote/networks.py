@@ -7,10 +7,11 @@ from typing import Any
 
 import libvirt
 
-from .. import xmlgen
-from ..errors import HostError, UnsafeChangeError
-from ..spec import NetworkSpec
-from . import is_not_found, or_none, session
+from providers.model.errors import HostError, UnsafeChangeError
+from providers.model.network import NetworkSpec
+from providers.remote import is_not_found, or_none, session
+from providers.xml import domain as domain_xml
+from providers.xml import network as network_xml
 
 
 def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork | None:
@@ -19,7 +20,7 @@ def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork | None:
 
 def observe(net: libvirt.virNetwork) -> dict[str, Any]:
     """The network's managed fields as defined (the persistent config), plus whether it runs and autostarts."""
-    seen = xmlgen.observe_network(net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE))
+    seen = network_xml.observe_network(net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE))
     return {**seen, "active": bool(net.isActive()), "autostartOn": bool(net.autostart())}
 
 
@@ -46,7 +47,7 @@ def guests(conn: libvirt.virConnect, name: str) -> list[tuple[str, bool]]:
         try:
             active = bool(dom.isActive())
             xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)] + ([dom.XMLDesc(0)] if active else [])
-            if any(name in xmlgen.network_sources(x) for x in xmls):
+            if any(name in domain_xml.network_sources(x) for x in xmls):
                 found.append((dom.name(), active))
         except libvirt.libvirtError as exc:
             if not is_not_found(exc):
@@ -67,7 +68,7 @@ def start(spec: NetworkSpec, net: libvirt.virNetwork) -> None:
 
 def define_new(spec: NetworkSpec) -> libvirt.virNetwork:
     """Define and start a new network; a failed start removes the definition again."""
-    net = session.virt(spec.conn).networkDefineXML(xmlgen.network(spec))
+    net = session.virt(spec.conn).networkDefineXML(network_xml.network(spec))
     try:
         start(spec, net)
     except BaseException:
@@ -96,7 +97,7 @@ def redefine(spec: NetworkSpec, net: libvirt.virNetwork, why: str) -> libvirt.vi
             f"host {spec.conn.host}: changing network {spec.name!r} ({why}) needs it restarted, which would "
             f"disconnect the running guests {', '.join(attached)}: nothing changed. Stop them first "
             "(`running: false`), apply the change, then start them again")
-    net = session.virt(spec.conn).networkDefineXML(xmlgen.network(spec, net.UUIDString()))
+    net = session.virt(spec.conn).networkDefineXML(network_xml.network(spec, net.UUIDString()))
     if net.isActive():
         net.destroy()
     start(spec, net)

@@ -21,12 +21,12 @@ import urllib.parse
 
 import libvirt
 
-from ..childenv import denied
-from ..errors import HostError
-from ..spec import Connection
-from ..trace import trace
-from . import starts
-from .ssh import (
+from providers.local.childenv import denied
+from providers.local.trace import trace
+from providers.model.errors import HostError
+from providers.model.host import Connection
+from providers.remote import starts
+from providers.remote.ssh import (
     CacheKey,
     alive,
     cache_key,
@@ -44,7 +44,7 @@ from .ssh import (
     sweep,
     tag,
 )
-from .ssh import forget_master as _forget_master
+from providers.remote.ssh import forget_master as _forget_master
 
 __all__ = ["close_all", "connect", "control_path", "forget", "libvirt_uri", "popen", "run", "runtime_dir",
            "set_private_key", "virt", "warm"]

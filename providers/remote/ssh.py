@@ -35,10 +35,10 @@ import time
 from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING
 
-from .. import validate
-from ..childenv import child_env
-from ..errors import ConfigError, HostError, HostKeyError
-from ..spec import Connection
+from providers.local.childenv import child_env
+from providers.model import validate
+from providers.model.errors import ConfigError, HostError, HostKeyError
+from providers.model.host import Connection
 
 if TYPE_CHECKING:
     import paramiko

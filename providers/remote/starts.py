@@ -21,10 +21,10 @@ import time
 
 import libvirt
 
-from ..errors import HostError
-from ..spec import Connection
-from ..trace import trace
-from . import ssh
+from providers.local.trace import trace
+from providers.model.errors import HostError
+from providers.model.host import Connection
+from providers.remote import ssh
 
 HOLD = 10.0  # the longest a started guest waits for the other starts on its machine (s)
 BOOT_ID = "/proc/sys/kernel/random/boot_id"

@@ -7,10 +7,11 @@ import xml.etree.ElementTree as ET
 
 import libvirt
 
-from .. import xmlgen
-from ..errors import HostError
-from ..spec import Connection, PoolSpec
-from . import is_not_found, or_none, session
+from providers.model.errors import HostError
+from providers.model.host import Connection, PoolSpec
+from providers.remote import is_not_found, or_none, session
+from providers.xml import domain as domain_xml
+from providers.xml import storage as storage_xml
 
 
 def lookup_pool(conn: libvirt.virConnect, name: str) -> libvirt.virStoragePool | None:
@@ -38,7 +39,7 @@ def ensure_pool(c: Connection, spec: PoolSpec) -> dict[str, object]:
             if rc != 0:
                 raise HostError(c.host, f"creating LVM pool {spec.name!r}", f"volume group {spec.vg!r} not found",
                                 f"Create it on the host (`vgcreate {spec.vg} /dev/DEVICE`) or use a dir pool")
-        p = conn.storagePoolDefineXML(xmlgen.pool(spec), 0)
+        p = conn.storagePoolDefineXML(storage_xml.pool(spec), 0)
         try:
             if spec.type == "dir":
                 p.build(0)
@@ -62,7 +63,7 @@ def volumes(p: libvirt.virStoragePool) -> list[dict[str, object]]:
     out = []
     for vol in p.listAllVolumes(0):
         try:
-            out.append(xmlgen.observe_volume(vol.XMLDesc(0)))
+            out.append(storage_xml.observe_volume(vol.XMLDesc(0)))
         except libvirt.libvirtError as exc:
             if not is_not_found(exc):  # removed while we listed: skip it
                 raise
@@ -109,7 +110,7 @@ def put_bytes(c: Connection, p: libvirt.virStoragePool, name: str, data: bytes) 
     logical = pool_type(p) == "logical"
     capacity = -(-len(data) // LV_EXTENT) * LV_EXTENT if logical else len(data)
     if vol is None:
-        vol = create(p, xmlgen.volume(name, capacity, "raw", allocation=capacity if logical else 0))
+        vol = create(p, storage_xml.volume(name, capacity, "raw", allocation=capacity if logical else 0))
     try:
         stream = conn.newStream(0)
         vol.upload(stream, 0, len(data), 0)
@@ -127,7 +128,7 @@ def active_sources(conn: libvirt.virConnect) -> set[str]:
     paths: set[str] = set()
     for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
         try:
-            paths.update(xmlgen.disk_sources(dom.XMLDesc(0)))
+            paths.update(domain_xml.disk_sources(dom.XMLDesc(0)))
         except libvirt.libvirtError as exc:
             if not is_not_found(exc):
                 raise

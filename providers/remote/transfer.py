@@ -23,11 +23,12 @@ from pathlib import Path
 
 import libvirt
 
-from .. import clustermap, delta
-from ..clustermap import COPY, DATA, END, OP, STORED, extents, grow_pipe
-from ..errors import HostError
-from ..spec import Connection
-from . import session
+from providers.hostside import clustermap
+from providers.hostside.clustermap import COPY, DATA, END, OP, STORED, extents, grow_pipe
+from providers.local import delta
+from providers.model.errors import HostError
+from providers.model.host import Connection
+from providers.remote import session
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 

@@ -14,7 +14,7 @@ import zlib
 import pytest
 
 from bench import images
-from providers import delta
+from providers.local import delta
 from tests import lab
 from tests.e2e.fleet import config, guest, mac_for
 from tests.pulumi_cli import Stack

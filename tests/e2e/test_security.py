@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
+from providers.model.host import Connection
 from providers.remote import session
-from providers.spec import Connection
 from tests import lab
 from tests.e2e.fleet import config, guest
 from tests.pulumi_cli import Stack

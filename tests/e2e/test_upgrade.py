@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -69,3 +70,40 @@ def test_a_stack_with_machine_components_keeps_its_guests(tmp_path, unique) -> N
         stack.destroy(check=False)
         lab.virsh("h1", "undefine", name, check=False)
         lab.virsh("h1", "vol-delete", "--pool", "guests", f"{name}.qcow2", check=False)
+
+
+# the last release before the layout of providers/ into model/, xml/, local/ and hostside/
+LAST_RELEASE = "801e618bbc1a114bbc920714ca0fa85c1d580009"
+
+
+def test_a_stack_made_by_the_last_release_runs_on_this_code_with_no_replace(tmp_path, unique) -> None:
+    """State pickles each resource's provider by module path: a stack the last release made (its code
+    checked out from git) previews with no changes, updates and is destroyed by today's code."""
+    old_code = tmp_path / "release"
+    old_code.mkdir()
+    archive = subprocess.run(["git", "-C", lab.ROOT, "archive", LAST_RELEASE], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(old_code)], input=archive.stdout, check=True)
+    os.symlink(os.path.join(lab.ROOT, ".venv"), old_code / ".venv")
+    g, net = f"rel-{unique}", f"r-{unique}"
+    third = 100 + int(unique[:2], 16) % 100
+    cfg = config({"h1": {g: guest(g, interfaces=[{"type": "network", "source": net, "mac": guest(g)["mac"]}])}})
+    cfg["hosts"]["h1"]["networks"] = {net: {"mode": "nat", "address": f"10.92.{third}.1/24", "dhcp": True}}
+    before = Stack(str(tmp_path), f"rel{unique}", cfg, project_dir=str(old_code))
+    try:
+        before.up()
+        uuid, booted = lab.virsh("h1", "domuuid", g).strip(), lab.uptime_of("h1", g)
+        now = Stack(str(tmp_path), before.name, project_dir=lab.ROOT, init=False)
+        now.preview("--expect-no-changes")
+        plan = json.loads(now.preview("--json").stdout)
+        assert {s["op"] for s in plan["steps"]} <= {"same", "refresh"}, plan["steps"]
+        now.up()
+        assert lab.virsh("h1", "domuuid", g).strip() == uuid and lab.uptime_of("h1", g) == booted
+        now.destroy()
+        assert lab.domain_state("h1", g) == "missing" and net not in lab.virsh("h1", "net-list", "--all", "--name")
+    finally:
+        before.destroy(check=False)
+        lab.virsh("h1", "destroy", g, check=False)
+        lab.virsh("h1", "undefine", g, check=False)
+        lab.virsh("h1", "vol-delete", "--pool", "guests", f"{g}.qcow2", check=False)
+        lab.virsh("h1", "net-destroy", net, check=False)
+        lab.virsh("h1", "net-undefine", net, check=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from providers.localimage import load
+from providers.local.image import load
 from tests import lab
 
 POOL = {"name": "guests", "type": "dir", "path": "/var/lib/virtfleet/guests", "vg": ""}

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from providers.errors import UnsafeChangeError
 from providers.guest import GuestProvider
+from providers.model.errors import UnsafeChangeError
 from providers.volume import VolumeProvider
 from tests import lab
 from tests.provider.fixtures import guest_props, volume_props

@@ -1,4 +1,4 @@
-"""UEFI guests on a lab host (providers/firmware.py): a Debian cloud image with an EFI system partition
+"""UEFI guests on a lab host (providers/xml/firmware.py): a Debian cloud image with an EFI system partition
 (lab/cloudimage.sh: debian12-uefi.qcow2) boots under OVMF with TCG; its NVRAM keeps a variable the guest
 wrote across a redefinition, and goes with the guest; Secure Boot with Microsoft's keys enrolled and a
 swtpm TPM 2.0 on q35, with the cloud-init seed on virtio-SCSI.  The guest agent says what the guest sees."""
@@ -17,12 +17,13 @@ import libvirt
 import libvirt_qemu
 import pytest
 
-from providers import cloudinit, firmware
 from providers.base_image import BaseImageProvider
 from providers.guest import GuestProvider
+from providers.local import cloudinit
+from providers.model.host import Connection
 from providers.remote import domains, session
-from providers.spec import Connection
 from providers.volume import VolumeProvider
+from providers.xml import firmware
 from tests import lab
 from tests.e2e.fleet import mac_for
 from tests.provider.fixtures import guest_props, image_props, volume_props

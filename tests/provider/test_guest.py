@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from providers.errors import HostError, UnsafeChangeError
 from providers.guest import GuestProvider
+from providers.model.errors import HostError, UnsafeChangeError
 from providers.remote import starts
 from tests import lab
 from tests.provider.fixtures import guest_props

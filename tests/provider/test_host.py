@@ -10,10 +10,10 @@ import time
 import pytest
 from pulumi.dynamic import Config, ConfigureRequest
 
-from providers.errors import HostError
 from providers.host import HostProvider
+from providers.model.errors import HostError
+from providers.model.host import Connection
 from providers.remote import session
-from providers.spec import Connection
 from tests import lab
 from tests.provider.fixtures import host_props
 from tests.provider.test_storage import _master_of

@@ -10,10 +10,12 @@ import urllib.parse
 import libvirt
 import pytest
 
-from providers import xmlgen
-from providers.errors import HostKeyError
+from providers.model.errors import HostKeyError
+from providers.model.guest import GuestSpec
+from providers.model.host import Connection
+from providers.model.owner import Owner
 from providers.remote import session
-from providers.spec import Connection, GuestSpec, Owner
+from providers.xml import domain as domain_xml
 from tests import lab
 
 pytestmark = pytest.mark.provider
@@ -105,7 +107,7 @@ def test_unpinned_unknown_key_is_refused(lab_info, tmp_path, monkeypatch) -> Non
 def _payload_domain(name: str, disk: str) -> str:
     spec = GuestSpec(conn=conn_of("h1"), name=name, owner=Owner("virtfleet", "test", name), memory=128 << 20,
                      vcpus=1, virt_type="qemu", disk_path=disk, disk_format="qcow2", graphics="none")
-    return xmlgen.domain(spec)
+    return domain_xml.domain(spec)
 
 
 def test_domain_on_h1_is_invisible_on_h2(unique, sweep) -> None:

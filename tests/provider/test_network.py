@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from providers import cloudinit
-from providers.errors import HostError, UnsafeChangeError
 from providers.guest import GuestProvider
+from providers.local import cloudinit
+from providers.model.errors import HostError, UnsafeChangeError
 from providers.network import NetworkProvider
 from tests import lab
 from tests.provider.fixtures import guest_props
@@ -158,8 +158,8 @@ def test_an_address_wait_gives_up_on_time_and_keeps_the_guest(disk, unique, swee
 
 def test_the_neighbour_table_is_read_over_the_hosts_ssh_connection() -> None:
     """libvirt 9.0's own ARP source fails here ("wrong nlmsg len"); virtfleet reads `ip -j neigh` instead."""
+    from providers.model.host import Connection
     from providers.remote.addresses import neighbours
-    from providers.spec import Connection
 
     table = neighbours(Connection.from_props(lab.connection_props("h1")))
     assert any("10.200.0.1" in addrs for addrs in table.values()), table  # this machine, h1's SSH client

@@ -9,9 +9,9 @@ import time
 import libvirt
 import pytest
 
-from providers.errors import HostError
+from providers.model.errors import HostError
+from providers.model.host import Connection
 from providers.remote import session, storage
-from providers.spec import Connection
 from tests import lab
 
 pytestmark = pytest.mark.provider

@@ -9,8 +9,8 @@ import libvirt
 import pytest
 
 from providers.guest import GuestProvider
+from providers.model.guest import GuestSpec
 from providers.remote import starts
-from providers.spec import GuestSpec
 from providers.volume import VolumeProvider
 from tests import lab
 from tests.e2e.fleet import mac_for

@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from providers import localimage
 from providers.base_image import BaseImageProvider
-from providers.errors import HostError, UnsafeChangeError
 from providers.host import HostProvider
+from providers.local import image as localimage
+from providers.model.errors import HostError, UnsafeChangeError
+from providers.model.host import Connection
 from providers.remote import session, transfer
-from providers.spec import Connection
 from providers.volume import VolumeProvider
 from tests import lab
 from tests.provider.fixtures import host_props, image_props, volume_props

@@ -6,8 +6,12 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from providers import adoption, xmlgen
-from providers.spec import Adoption, Connection, GuestSpec, InterfaceSpec, Owner, VolumeSpec
+from providers.model import adoption
+from providers.model.guest import GuestSpec, InterfaceSpec
+from providers.model.host import Connection
+from providers.model.owner import Owner
+from providers.model.storage import Adoption, VolumeSpec
+from providers.xml import domain as domain_xml
 
 pytestmark = pytest.mark.unit
 CONN = Connection(host="h1", address="192.0.2.1")
@@ -66,10 +70,10 @@ def test_takeover_keeps_uuid_and_foreign_devices_and_writes_the_owner(test_drive
     live = as_libvirt_has_it(test_driver, foreign())
     t = adoption.takeover(live, spec())
     dom = test_driver.defineXML(t.xml)  # libvirt accepts it, over the same domain (same name and UUID)
-    back = xmlgen.observe_domain(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    back = domain_xml.observe_domain(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
     assert back["uuid"] == "8a3e5a8e-2f4b-4c55-9d2c-0000000000aa" and back["owner"] == OWNER.__dict__
     assert back["memory"] == 256 << 20 and back["vcpus"] == 2
-    assert "/srv/data.raw" in xmlgen.disk_sources(t.xml)
+    assert "/srv/data.raw" in domain_xml.disk_sources(t.xml)
     assert sorted(t.kept.values()) == ["disk vdb /srv/data.raw", "input tablet"]  # no controllers, no PS/2
     assert dict((k, (a, b)) for k, a, b in t.changes) == {"memory": (128 << 20, 256 << 20), "vcpus": (1, 2),
                                                            "graphics": ("none", "spice")}
@@ -88,7 +92,7 @@ def test_nothing_to_change_is_said_so(test_driver) -> None:
 def test_a_main_disk_on_another_bus_is_replaced_not_doubled(test_driver) -> None:
     live = as_libvirt_has_it(test_driver, foreign(target="sda", bus="sata"))
     t = adoption.takeover(live, spec(memory=128 << 20, vcpus=1, graphics="none"))
-    assert xmlgen.disk_sources(t.xml).count(DISK) == 1
+    assert domain_xml.disk_sources(t.xml).count(DISK) == 1
     assert t.changes == (("disk", "sda sata", "vda virtio"),) and t.restart == ("disk",)
     test_driver.defineXML(t.xml)
 

@@ -8,10 +8,11 @@ import sys
 
 import pytest
 
-from providers import delta, localimage
-from providers.childenv import child_env, denied
+from providers.local import delta
+from providers.local import image as localimage
+from providers.local.childenv import child_env, denied
+from providers.model.host import Connection
 from providers.remote import session, ssh
-from providers.spec import Connection
 from tests.lab import ROOT
 
 pytestmark = pytest.mark.unit
@@ -95,7 +96,7 @@ def test_a_build_gets_the_variables_its_build_env_names(tmp_path, monkeypatch) -
 PROBE = r'''
 import subprocess, sys
 sys.path.insert(0, sys.argv[1])
-from providers.childenv import private_process
+from providers.local.childenv import private_process
 if sys.argv[2] == "private":
     assert private_process()
 child = subprocess.run(["cat", "/proc/%d/environ" % __import__("os").getpid()], capture_output=True)

@@ -8,7 +8,8 @@ import pycdlib
 import pytest
 import yaml
 
-from providers import addresses, cloudinit
+from providers.local import cloudinit
+from providers.model import addresses
 
 pytestmark = pytest.mark.unit
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKMXPZbrtpy4ToAGYPKvES0bow1xtrIrOLpw5kCD8SGy lab"

@@ -7,9 +7,9 @@ import os
 import pytest
 
 from components.config import parse, unknown_top_keys
-from providers.errors import ConfigError
-from providers.localimage import load
-from providers.spec import host_connections
+from providers.local.image import load
+from providers.model.errors import ConfigError
+from providers.model.host import host_connections
 from tests.configedit import DELETE, with_value
 
 pytestmark = pytest.mark.unit

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from providers import delta
+from providers.local import delta
 from tests.unit.files import write_sparse
 
 pytestmark = pytest.mark.unit
@@ -88,7 +88,7 @@ def test_the_host_side_check_is_the_same_source_run_alone(tmp_path) -> None:
     import subprocess
     import sys
 
-    from providers import clustermap
+    from providers.hostside import clustermap
     from providers.remote import transfer
 
     img = tmp_path / "img"

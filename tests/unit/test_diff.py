@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from providers import diff
+from providers.model import changes
 
 pytestmark = pytest.mark.unit
 
@@ -38,7 +38,7 @@ GUEST_CASES = [
 ]
 
 
-def kind(p: diff.Plan) -> str:
+def kind(p: changes.Plan) -> str:
     if p.replaces:
         return "replace"
     if p.restart:
@@ -49,21 +49,21 @@ def kind(p: diff.Plan) -> str:
 @pytest.mark.parametrize("change,expected", GUEST_CASES)
 def test_guest_table(change: dict, expected: str) -> None:
     news = {k: v for k, v in OLD.items() if k not in ("uuid", "state")} | change
-    assert kind(diff.plan(diff.GUEST_TABLE, OLD, news)) == expected
+    assert kind(changes.plan(changes.GUEST_TABLE, OLD, news)) == expected
 
 
 def test_drift_seen_by_read_is_a_change() -> None:
     news = {k: v for k, v in OLD.items() if k not in ("uuid", "state")}
-    assert kind(diff.plan(diff.GUEST_TABLE, OLD | {"xmlDrift": True}, news)) == "inplace"
+    assert kind(changes.plan(changes.GUEST_TABLE, OLD | {"xmlDrift": True}, news)) == "inplace"
     # a guest stopped outside: read reports running=False, the stack wants True
-    assert diff.plan(diff.GUEST_TABLE, OLD | {"running": False}, news).changed == ["running"]
+    assert changes.plan(changes.GUEST_TABLE, OLD | {"running": False}, news).changed == ["running"]
 
 
 def test_restart_only_for_running_guests() -> None:
-    p = diff.plan(diff.GUEST_TABLE, OLD, OLD | {"memory": 2 << 30})
-    assert diff.guest_needs_restart(p, was_running=True)
-    assert not diff.guest_needs_restart(p, was_running=False)
-    assert not diff.guest_needs_restart(diff.plan(diff.GUEST_TABLE, OLD, OLD | {"autostart": False}), True)
+    p = changes.plan(changes.GUEST_TABLE, OLD, OLD | {"memory": 2 << 30})
+    assert changes.guest_needs_restart(p, was_running=True)
+    assert not changes.guest_needs_restart(p, was_running=False)
+    assert not changes.guest_needs_restart(changes.plan(changes.GUEST_TABLE, OLD, OLD | {"autostart": False}), True)
 
 
 VOL = {"connection": {"address": "10.0.0.1", "port": 22}, "pool": "guests", "name": "g.qcow2", "capacity": 1 << 30,
@@ -78,11 +78,11 @@ VOL = {"connection": {"address": "10.0.0.1", "port": 22}, "pool": "guests", "nam
     ({"connection": {"address": "10.0.0.2", "port": 22}}, "replace"),
 ])
 def test_volume_table(change: dict, expected: str) -> None:
-    assert kind(diff.plan(diff.VOLUME_TABLE, VOL, VOL | change)) == expected
+    assert kind(changes.plan(changes.VOLUME_TABLE, VOL, VOL | change)) == expected
 
 
 def test_base_image_is_replace_only_on_content() -> None:
     old = {"connection": {"address": "a", "port": 22}, "pool": "guests", "digest": "1" * 64, "format": "raw",
            "image": "i", "source": "/x", "size": 5}
-    assert diff.plan(diff.BASE_IMAGE_TABLE, old, old | {"digest": "2" * 64}).replaces == ["digest"]
-    assert not diff.plan(diff.BASE_IMAGE_TABLE, old, old | {"source": "/y"}).replaces
+    assert changes.plan(changes.BASE_IMAGE_TABLE, old, old | {"digest": "2" * 64}).replaces == ["digest"]
+    assert not changes.plan(changes.BASE_IMAGE_TABLE, old, old | {"source": "/y"}).replaces

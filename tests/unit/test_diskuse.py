@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from providers import diskuse
-from providers.spec import Owner
+from providers.model import diskuse
+from providers.model.owner import Owner
 
 pytestmark = pytest.mark.unit
 A = {"project": "virtfleet", "stack": "teama", "resource": "web"}

@@ -8,9 +8,12 @@ from typing import Any
 import pytest
 
 from components.config import GUEST_KEYS
-from providers import diff, fields, xmlgen
-from providers.errors import ConfigError
-from providers.spec import Connection, GuestSpec, InterfaceSpec, Owner
+from providers.model import changes, fields
+from providers.model.errors import ConfigError
+from providers.model.guest import GuestSpec, InterfaceSpec
+from providers.model.host import Connection
+from providers.model.owner import Owner
+from providers.xml import domain as domain_xml
 
 pytestmark = pytest.mark.unit
 
@@ -47,18 +50,18 @@ def test_a_key_missing_from_older_state_takes_the_default_and_is_no_change() -> 
     props = spec().to_props()
     old = {k: x for k, x in props.items() if k not in ("cpuPriority", "agent", "graphics", "shutdownTimeout")}
     assert GuestSpec.from_props(old) == spec()
-    assert not diff.plan(diff.GUEST_TABLE, old, props).changed
+    assert not changes.plan(changes.GUEST_TABLE, old, props).changed
 
 
 def test_the_diff_table_is_the_declarations() -> None:
     for _, m in fields.metas(GuestSpec):
-        assert diff.GUEST_TABLE[m.key] == m.change
-    assert set(diff.GUEST_TABLE) - {m.key for _, m in fields.metas(GuestSpec)} == {"cloudInit", "xmlDrift"}
+        assert changes.GUEST_TABLE[m.key] == m.change
+    assert set(changes.GUEST_TABLE) - {m.key for _, m in fields.metas(GuestSpec)} == {"cloudInit", "xmlDrift"}
 
 
 @pytest.mark.parametrize("s", SPECS)
 def test_what_is_written_into_the_xml_reads_back_as_the_property(s: GuestSpec) -> None:
-    seen = xmlgen.observe_domain(xmlgen.domain(s, "8a3e5a8e-2f4b-4c55-9d2c-111111111111"))
+    seen = domain_xml.observe_domain(domain_xml.domain(s, "8a3e5a8e-2f4b-4c55-9d2c-111111111111"))
     props = s.to_props()
     mapped = [m for _, m in fields.metas(GuestSpec) if m.xml is not None and not m.xml.seen_as]
     assert len(mapped) >= 12

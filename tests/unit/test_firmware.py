@@ -1,4 +1,4 @@
-"""UEFI, Secure Boot and TPM in the domain XML (providers/firmware.py): what emit writes, what libvirt's own
+"""UEFI, Secure Boot and TPM in the domain XML (providers/xml/firmware.py): what emit writes, what libvirt's own
 parser makes of it (the in-process test:///default driver), what observe reads back from every form libvirt
 stores, bad combinations, and a golden XML validated with virt-xml-validate."""
 
@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
-from providers import firmware
-from providers.errors import ConfigError
+from providers.model.errors import ConfigError
+from providers.xml import firmware
 
 pytestmark = pytest.mark.unit
 GOLDEN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "golden", "domain-uefi-secureboot-tpm.xml")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from providers import holders
+from providers.hostside import holders
 from providers.remote import bases
 
 pytestmark = pytest.mark.unit

@@ -10,9 +10,9 @@ import pytest
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, UpdateResult
 
 from providers.base import BaseProvider, flat, nested
-from providers.diff import VOLUME_TABLE
 from providers.guest import OUTPUT_KEYS, TOP_KEYS, GuestProvider
-from providers.spec import VolumeSpec
+from providers.model.changes import VOLUME_TABLE
+from providers.model.storage import VolumeSpec
 from providers.volume import TOP_KEYS as VOLUME_TOP
 from providers.volume import VolumeProvider
 

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from providers import delta, localimage
+from providers.local import delta
+from providers.local import image as localimage
 from tests.unit.files import write_sparse
 from tests.unit.test_delta import _reference_digest
 

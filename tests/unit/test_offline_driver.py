@@ -12,8 +12,15 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
-from providers import cloudinit, xmlgen
-from providers.spec import Connection, GuestSpec, InterfaceSpec, NetworkSpec, Owner, PoolSpec, SeedSpec
+from providers.local import cloudinit
+from providers.model.guest import GuestSpec, InterfaceSpec, SeedSpec
+from providers.model.host import Connection, PoolSpec
+from providers.model.network import NetworkSpec
+from providers.model.owner import Owner
+from providers.xml import domain as domain_xml
+from providers.xml import merge as merge_xml
+from providers.xml import network as network_xml
+from providers.xml import storage as storage_xml
 
 pytestmark = pytest.mark.unit
 CONN = Connection(host="t", address="192.0.2.1")
@@ -41,17 +48,18 @@ GUESTS = {
 
 @pytest.mark.parametrize("name", sorted(GUESTS))
 def test_domains_read_back_from_libvirt_as_defined(test_driver: libvirt.virConnect, name: str) -> None:
-    ours = xmlgen.domain(GUESTS[name])
+    ours = domain_xml.domain(GUESTS[name])
     dom = test_driver.defineXML(ours)
     back = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     assert back != ours  # libvirt rewrote it (order, defaults, a UUID)...
-    seen, wanted = xmlgen.observe_domain(back), xmlgen.observe_domain(ours)
+    seen, wanted = domain_xml.observe_domain(back), domain_xml.observe_domain(ours)
     assert seen.pop("uuid") == dom.UUIDString() and wanted.pop("uuid") == ""
     assert seen == wanted  # ...and virtfleet reads back exactly what it defined: no false drift
     # redefined with its UUID (every update does this), nothing changes either
-    again = test_driver.defineXML(xmlgen.domain(GUESTS[name], dom.UUIDString()))
+    again = test_driver.defineXML(domain_xml.domain(GUESTS[name], dom.UUIDString()))
     assert again.UUIDString() == dom.UUIDString()
-    assert xmlgen.observe_domain(again.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)) == {**wanted, "uuid": dom.UUIDString()}
+    seen = domain_xml.observe_domain(again.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    assert seen == {**wanted, "uuid": dom.UUIDString()}
 
 
 @pytest.mark.parametrize("spec", [
@@ -60,17 +68,17 @@ def test_domains_read_back_from_libvirt_as_defined(test_driver: libvirt.virConne
     NetworkSpec(CONN, "lan", "bridge", "br0"),
 ], ids=lambda s: s.mode)
 def test_networks_read_back_from_libvirt_as_defined(test_driver: libvirt.virConnect, spec: NetworkSpec) -> None:
-    net = test_driver.networkDefineXML(xmlgen.network(spec))
-    seen = xmlgen.observe_network(net.XMLDesc(0))  # the test driver has no INACTIVE flag for networks
+    net = test_driver.networkDefineXML(network_xml.network(spec))
+    seen = network_xml.observe_network(net.XMLDesc(0))  # the test driver has no INACTIVE flag for networks
     assert seen == {k: spec.to_props()[k] for k in ("name", "mode", "bridge", "address", "dhcp")}
 
 
 def test_volumes_read_back_from_libvirt_as_defined(test_driver: libvirt.virConnect) -> None:
     pool = test_driver.storagePoolLookupByName("default-pool")
-    vol = pool.createXML(xmlgen.volume("vm1.raw", 1 << 30, "raw"), 0)
-    seen = xmlgen.observe_volume(vol.XMLDesc(0))
+    vol = pool.createXML(storage_xml.volume("vm1.raw", 1 << 30, "raw"), 0)
+    seen = storage_xml.observe_volume(vol.XMLDesc(0))
     assert (seen["name"], seen["capacity"]) == ("vm1.raw", 1 << 30)
-    assert xmlgen.pool(PoolSpec()).startswith("<pool type=\"dir\">")
+    assert storage_xml.pool(PoolSpec()).startswith("<pool type=\"dir\">")
 
 
 EXTRA_DISK = ("<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
@@ -80,55 +88,55 @@ EXTRA_NIC = "<interface type='bridge'><mac address='52:54:00:99:99:99'/><source 
 
 def test_an_update_keeps_what_was_added_outside_and_lists_it(test_driver: libvirt.virConnect) -> None:
     spec = GUESTS["cloud"]
-    dom = test_driver.defineXML(xmlgen.domain(spec))
+    dom = test_driver.defineXML(domain_xml.domain(spec))
     uuid = dom.UUIDString()
-    defined = xmlgen.device_ids(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    defined = merge_xml.device_ids(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
     macs = {i.mac for i in spec.interfaces}
     live = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-    assert xmlgen.unmanaged_devices(live, defined, macs) == {}  # libvirt's own additions are not "outside"
+    assert merge_xml.unmanaged_devices(live, defined, macs) == {}  # libvirt's own additions are not "outside"
 
     edited = ET.fromstring(live)  # as `virsh edit` does (the test driver has no attach-device)
     for xml in (EXTRA_DISK, EXTRA_NIC):
         edited.find("devices").append(ET.fromstring(xml))
     dom = test_driver.defineXML(ET.tostring(edited, encoding="unicode"))
     live = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-    extra = xmlgen.unmanaged_devices(live, defined, macs)
+    extra = merge_xml.unmanaged_devices(live, defined, macs)
     assert sorted(extra.values()) == ["disk vdb /var/lib/virtfleet/guests/data.qcow2",
                                       "interface bridge br9 52:54:00:99:99:99"]
 
     # a memory change and one managed NIC swapped for another: only the managed parts change
     new = spec.replace(memory=1 << 30, interfaces=(spec.interfaces[0], InterfaceSpec("bridge", "br0",
                                                                                      "52:54:00:00:00:04")))
-    merged = xmlgen.merge(live, xmlgen.domain(new, uuid), macs | {i.mac for i in new.interfaces})
+    merged = merge_xml.merge(live, domain_xml.domain(new, uuid), macs | {i.mac for i in new.interfaces})
     back = test_driver.defineXML(merged).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-    seen = xmlgen.observe_managed(back, {i.mac for i in new.interfaces})
-    assert seen == {**xmlgen.observe_domain(xmlgen.domain(new, uuid))}
+    seen = merge_xml.observe_managed(back, {i.mac for i in new.interfaces})
+    assert seen == {**domain_xml.observe_domain(domain_xml.domain(new, uuid))}
     assert "vdb" in back and "52:54:00:99:99:99" in back and "52:54:00:00:00:03" not in back
     assert back.count("<disk") == 3  # vda, the seed, vdb: nothing of ours twice
-    carried = xmlgen.unmanaged_devices(back, defined, {i.mac for i in new.interfaces})
+    carried = merge_xml.unmanaged_devices(back, defined, {i.mac for i in new.interfaces})
     assert sorted(carried.values()) == sorted(extra.values())  # the same devices, still listed as outside
 
     # the managed view ignores what was added outside: no drift, no restart for it
-    assert xmlgen.observe_managed(back, {i.mac for i in new.interfaces})["interfaces"] == \
-        xmlgen.observe_domain(xmlgen.domain(new, uuid))["interfaces"]
+    assert merge_xml.observe_managed(back, {i.mac for i in new.interfaces})["interfaces"] == \
+        domain_xml.observe_domain(domain_xml.domain(new, uuid))["interfaces"]
 
 
 def test_a_setting_added_outside_is_kept_and_listed_and_libvirt_s_own_are_not(test_driver: libvirt.virConnect) -> None:
     spec = GUESTS["article"]
-    dom = test_driver.defineXML(xmlgen.domain(spec))
+    dom = test_driver.defineXML(domain_xml.domain(spec))
     uuid, macs = dom.UUIDString(), {i.mac for i in spec.interfaces}
     live = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-    defined = xmlgen.device_ids(live)
-    assert any(i.startswith(xmlgen.SETTING) for i in defined)  # what libvirt wrote (features...) is recorded
-    assert xmlgen.unmanaged_devices(live, defined, macs) == {}
+    defined = merge_xml.device_ids(live)
+    assert any(i.startswith(merge_xml.SETTING) for i in defined)  # what libvirt wrote (features...) is recorded
+    assert merge_xml.unmanaged_devices(live, defined, macs) == {}
 
     edited = ET.fromstring(live)  # `virsh edit`: the clock libvirt wrote (utc) set to local time
     edited.find("clock").set("offset", "localtime")
     live = test_driver.defineXML(ET.tostring(edited, encoding="unicode")).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-    assert list(xmlgen.unmanaged_devices(live, defined, macs).values()) == ["setting clock offset=localtime"]
-    assert xmlgen.unmanaged_devices(live, [i for i in defined if not i.startswith(xmlgen.SETTING)], macs) == {}
+    assert list(merge_xml.unmanaged_devices(live, defined, macs).values()) == ["setting clock offset=localtime"]
+    assert merge_xml.unmanaged_devices(live, [i for i in defined if not i.startswith(merge_xml.SETTING)], macs) == {}
 
-    merged = xmlgen.merge(live, xmlgen.domain(spec.replace(vcpus=4), uuid), macs)
+    merged = merge_xml.merge(live, domain_xml.domain(spec.replace(vcpus=4), uuid), macs)
     back = test_driver.defineXML(merged).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-    assert "localtime" in back and xmlgen.observe_domain(back)["vcpus"] == 4
-    assert list(xmlgen.unmanaged_devices(back, defined, macs).values()) == ["setting clock offset=localtime"]
+    assert "localtime" in back and domain_xml.observe_domain(back)["vcpus"] == 4
+    assert list(merge_xml.unmanaged_devices(back, defined, macs).values()) == ["setting clock offset=localtime"]

@@ -15,8 +15,9 @@ import zlib
 
 import pytest
 
-from providers import clustermap, delta
-from providers.clustermap import CLUSTER, COPY, DATA, END, OP, STORED, StreamMap
+from providers.hostside import clustermap
+from providers.hostside.clustermap import CLUSTER, COPY, DATA, END, OP, STORED, StreamMap
+from providers.local import delta
 from providers.remote import transfer
 from tests.unit.files import write_sparse
 

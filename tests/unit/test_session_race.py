@@ -13,8 +13,8 @@ import time
 import libvirt
 import pytest
 
+from providers.model.host import Connection
 from providers.remote import session
-from providers.spec import Connection
 
 pytestmark = pytest.mark.unit
 C = Connection(host="h", address="192.0.2.10")

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
+from providers.model.host import Connection
 from providers.remote import ssh
-from providers.spec import Connection
 
 pytestmark = pytest.mark.unit
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKMXPZbrtpy4ToAGYPKvES0bow1xtrIrOLpw5kCD8SGy"

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from providers.errors import HostError
+from providers.model.errors import HostError
+from providers.model.host import Connection
 from providers.remote import ssh, starts
-from providers.spec import Connection
 
 HOST = Connection("h", "10.0.0.1")
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from providers import addresses
+from providers.model import addresses
 from providers.remote.addresses import neighbour_table
 
 pytestmark = pytest.mark.unit
@@ -33,7 +33,7 @@ def test_a_neighbour_table_of_another_shape_is_read_without_a_crash() -> None:
 
 
 def test_a_base_name_from_a_host_never_becomes_a_path_outside_the_cache(tmp_path, monkeypatch) -> None:
-    from providers import delta
+    from providers.local import delta
     monkeypatch.setattr(delta, "CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "secret.idx").write_bytes(b"not an index")
     (tmp_path / "secret.map").write_bytes(b"not a map")

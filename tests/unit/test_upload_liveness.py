@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from providers import clustermap
+from providers.hostside import clustermap
 from providers.remote import transfer
 from tests.unit.test_receive import _host, _odd_image
 

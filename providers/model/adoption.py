@@ -2,7 +2,7 @@
 
 A domain is taken over only if no other virtfleet resource owns it and its main disk (target vda, else its
 first disk) is the guest's own volume.  Its definition is then virtfleet's merged into the live one
-(`xmlgen.merge`): the UUID and every device and setting virtfleet does not manage are kept.  The preview
+(`merge_xml.merge`): the UUID and every device and setting virtfleet does not manage are kept.  The preview
 (GuestProvider.check) and the create both use `takeover`, so what the preview says is what is done.
 Pure: the callers pass the live definition in.
 """
@@ -14,11 +14,14 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
-from . import fields, xmlgen
-from .spec import GuestSpec, Owner
-from .xmlutil import attr
+from providers.model import fields
+from providers.model.guest import GuestSpec
+from providers.model.owner import Owner
+from providers.xml import domain as domain_xml
+from providers.xml import merge as merge_xml
+from providers.xml.util import attr
 
-# the change class of each key of `xmlgen.observe_domain`, from the field declarations
+# the change class of each key of `domain_xml.observe_domain`, from the field declarations
 _CHANGE = {m.xml.seen_as or m.key: m.change for _, m in fields.metas(GuestSpec) if m.xml is not None}
 
 
@@ -40,7 +43,7 @@ def refusal(host: str, name: str, owner: Owner, disk_path: str, live_xml: str) -
     """Why domain `name` cannot be taken over by the guest of `owner` whose disk is `disk_path`, or ''.
     Its own domain (left by an interrupted run) is never refused."""
     root = ET.fromstring(live_xml)
-    seen, ours = xmlgen.observe_domain(live_xml)["owner"], dataclasses.asdict(owner)
+    seen, ours = domain_xml.observe_domain(live_xml)["owner"], dataclasses.asdict(owner)
     if seen == ours:
         return ""
     if seen is not None:
@@ -81,8 +84,9 @@ def takeover(live_xml: str, spec: GuestSpec) -> Takeover:
         devices.remove(disk)
     live = ET.tostring(root, encoding="unicode")
     macs = {i.mac.lower() for i in spec.interfaces}
-    merged = _vda_first(xmlgen.merge(live, xmlgen.domain(spec, xmlgen.observe_domain(live_xml)["uuid"]), macs))
-    before, after = xmlgen.observe_domain(live_xml), xmlgen.observe_domain(merged)
+    ours = domain_xml.domain(spec, domain_xml.observe_domain(live_xml)["uuid"])
+    merged = _vda_first(merge_xml.merge(live, ours, macs))
+    before, after = domain_xml.observe_domain(live_xml), domain_xml.observe_domain(merged)
     changes = [(k, before.get(k), after[k]) for k in after if k not in ("uuid", "owner")
                and _comparable(k, before.get(k)) != _comparable(k, after[k])]
     if target[0] not in ("vda", ""):
@@ -113,7 +117,7 @@ def _kept(root: ET.Element, macs: set[str]) -> dict[str, str]:
         for dev in list(devices):
             if dev.tag in ("controller", "emulator", "audio") or dev.tag == "input" and dev.get("bus") == "ps2":
                 devices.remove(dev)
-    return xmlgen.unmanaged_devices(ET.tostring(root, encoding="unicode"), [], macs)
+    return merge_xml.unmanaged_devices(ET.tostring(root, encoding="unicode"), [], macs)
 
 
 def _show(value: Any) -> str:

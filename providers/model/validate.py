@@ -11,8 +11,8 @@ import re
 import struct
 from typing import Any
 
-from .errors import ConfigError
-from .units import parse_size
+from providers.model.errors import ConfigError
+from providers.model.units import parse_size
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # matched whole (fullmatch): no trailing newline
 MAX_NAME = 64

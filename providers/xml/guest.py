@@ -1,6 +1,6 @@
 """The XML mapping of each guest field: how it is written into a domain definition and read back.
 
-Used by the field declarations of GuestSpec (providers/spec.py).  A reader takes any definition, ours
+Used by the field declarations of GuestSpec (providers/model/guest.py).  A reader takes any definition, ours
 or the live one libvirt normalised (with its addresses, aliases and defaults), and returns the canonical
 value, so that what libvirt adds on its own never counts as drift.  Pure.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from .fields import Xml
-from .xmlutil import OWNER_NS, attr, part, sub, text
+from providers.model.fields import Xml
+from providers.xml.util import OWNER_NS, attr, part, sub, text
 
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
 OWNER_KEYS = ("project", "stack", "resource")

@@ -17,8 +17,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from .errors import ConfigError
-from .xmlutil import attr, part, sub, text
+from providers.model.errors import ConfigError
+from providers.xml.util import attr, part, sub, text
 
 FIRMWARES = ("bios", "uefi")
 NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"

@@ -20,11 +20,11 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import delta
-from .childenv import child_env
-from .clustermap import extents
-from .errors import ConfigError
-from .trace import trace
+from providers.hostside.clustermap import extents
+from providers.local import delta
+from providers.local.childenv import child_env
+from providers.local.trace import trace
+from providers.model.errors import ConfigError
 
 QCOW2_MAGIC = b"QFI\xfb"
 CACHE = os.path.expanduser(os.environ.get("VIRTFLEET_DIGEST_CACHE", "~/.cache/virtfleet/disk-digests.json"))

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import fields
-from .spec import Connection, GuestSpec
+from providers.model import fields
+from providers.model.guest import GuestSpec
+from providers.model.host import Connection
 
 
 class Table(dict[str, str]):

@@ -1,126 +1,21 @@
-"""libvirt XML from specs, with ElementTree only (names and paths are escaped by the serializer).
-
-Small functions named after the libvirt elements they build, plus `observe_domain`, which reads any
-domain XML (ours or libvirt's live one, with its addresses, aliases and seclabels) back into the
-canonical dict that the diff compares.  Pure: no host is touched here.
-"""
+"""Keeping what virtfleet does not manage: which devices are ours, ids of the others, and the
+merge of our definition into the live one (the UUID and foreign devices and settings kept)."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import ipaddress
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from . import fields, firmware
-from .guestxml import AGENT_CHANNEL, observe_owner
-from .spec import GuestSpec, NetworkSpec, PoolSpec
-from .xmlutil import OWNER_NS, attr, sub, text, to_string
+from providers.model import fields
+from providers.model.guest import GuestSpec
+from providers.xml import firmware
+from providers.xml.domain import observe_root
+from providers.xml.guest import AGENT_CHANNEL
+from providers.xml.util import OWNER_NS, attr, sub, text, to_string
 
 _sub, _attr, _text = sub, attr, text  # the short names the builders below use
-
-
-# ---- storage ---------------------------------------------------------------------------------------
-
-def pool(spec: PoolSpec) -> str:
-    root = ET.Element("pool", type=spec.type)
-    _sub(root, "name", spec.name)
-    if spec.type == "logical":
-        src = _sub(root, "source")
-        _sub(src, "name", spec.vg)
-        _sub(src, "format", type="lvm2")
-    _sub(_sub(root, "target"), "path", spec.path)
-    return to_string(root)
-
-
-def volume(name: str, capacity: int, fmt: str, backing_path: str = "", backing_fmt: str = "",
-           mode: str = "", allocation: int = 0) -> str:
-    """A volume; allocation 0 keeps file volumes sparse (libvirt preallocates raw ones otherwise).
-
-    For LVM volumes give allocation = capacity: a smaller one asks for a sparse snapshot LV.
-    """
-    root = ET.Element("volume")
-    _sub(root, "name", name)
-    _sub(root, "capacity", str(capacity), unit="bytes")
-    _sub(root, "allocation", str(allocation), unit="bytes")
-    target = _sub(root, "target")
-    _sub(target, "format", type=fmt)
-    if mode:
-        _sub(_sub(target, "permissions"), "mode", mode)
-    if backing_path:
-        bs = _sub(root, "backingStore")
-        _sub(bs, "path", backing_path)
-        _sub(bs, "format", type=backing_fmt)
-    return to_string(root)
-
-
-# ---- networks ----------------------------------------------------------------------------------------
-
-def network(spec: NetworkSpec, uuid: str = "") -> str:
-    root = ET.Element("network")
-    _sub(root, "name", spec.name)
-    if uuid:
-        _sub(root, "uuid", uuid)
-    _sub(root, "forward", mode=spec.mode)
-    if spec.mode == "bridge":
-        _sub(root, "bridge", name=spec.bridge)
-        return to_string(root)
-    _sub(root, "bridge", name=spec.bridge, stp="on", delay="0")
-    iface = ipaddress.IPv4Interface(spec.address)
-    ip = _sub(root, "ip", address=str(iface.ip), prefix=str(iface.network.prefixlen))
-    if spec.dhcp_start:
-        _sub(_sub(ip, "dhcp"), "range", start=spec.dhcp_start, end=spec.dhcp_end)
-    return to_string(root)
-
-
-def observe_network(xml: str) -> dict[str, Any]:
-    """The managed fields of a network's XML (libvirt's own additions, e.g. its MAC, are ignored)."""
-    root = ET.fromstring(xml)
-    ip = root.find("ip")
-    address = ""
-    if ip is not None and ip.get("address"):
-        prefix = ip.get("prefix") or str(ipaddress.IPv4Network(f"0.0.0.0/{ip.get('netmask')}").prefixlen)
-        address = f"{ip.get('address')}/{prefix}"
-    rng = root.find("ip/dhcp/range")
-    return {"name": _text(root, "name"), "mode": _attr(root, "forward", "mode", "isolated"),
-            "bridge": _attr(root, "bridge", "name"), "address": address,
-            "dhcp": {"start": rng.get("start", ""), "end": rng.get("end", "")} if rng is not None else None}
-
-
-# ---- domain ------------------------------------------------------------------------------------------
-
-def serial_console(devices: ET.Element) -> None:
-    _sub(_sub(devices, "serial", type="pty"), "target", port="0")
-    _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")
-
-
-def domain(spec: GuestSpec, uuid: str = "") -> str:
-    """The whole domain definition: each field's part (GuestSpec's declarations, in their order) in a fixed
-    frame.  `uuid` is passed on every redefinition so it never changes."""
-    root = ET.Element("domain")
-    fields.emit(root, spec, "top")
-    if uuid:
-        root.insert(1, ET.Element("uuid"))
-        root[1].text = uuid
-    _sub(_sub(root, "os"), "type", "hvm", arch="x86_64", machine="pc")
-    fields.emit(root, spec, "os")
-    _sub(_sub(root, "features"), "acpi")
-    _sub(root, "on_poweroff", "destroy")
-    _sub(root, "on_reboot", "restart")
-    _sub(root, "on_crash", "destroy")
-    devices = _sub(root, "devices")
-    fields.emit(root, spec, "devices")
-    serial_console(devices)
-    _sub(devices, "memballoon", model="virtio")
-    return to_string(root)
-
-
-# ---- observation -------------------------------------------------------------------------------------
-
-def observe_domain(xml: str) -> dict[str, Any]:
-    """The managed fields of any domain XML, as a canonical dict (what libvirt adds is ignored)."""
-    return _observed(ET.fromstring(xml))
 
 
 def observe_managed(xml: str, macs: set[str]) -> dict[str, Any]:
@@ -128,44 +23,8 @@ def observe_managed(xml: str, macs: set[str]) -> dict[str, Any]:
     (a device added outside is never drift), read on every refresh."""
     root = ET.fromstring(xml)
     _drop_foreign_devices(root, macs)
-    return _observed(root)
+    return observe_root(root)
 
-
-def _observed(root: ET.Element) -> dict[str, Any]:
-    return {"uuid": _text(root, "uuid"), **fields.observe(GuestSpec, root)}
-
-
-def observe_volume(xml: str) -> dict[str, Any]:
-    root = ET.fromstring(xml)
-    return {"name": _text(root, "name"), "path": _text(root, "target/path"),
-            "capacity": int(_text(root, "capacity", "0") or 0), "format": _attr(root, "target/format", "type"),
-            "backingPath": _text(root, "backingStore/path"),
-            "backingFormat": _attr(root, "backingStore/format", "type")}
-
-
-def disk_sources(xml: str) -> list[str]:
-    """The files and block devices behind a domain's disks (a path is compared whole, never as a part)."""
-    return disk_users(xml)[1]
-
-
-def disk_users(xml: str) -> tuple[dict[str, str] | None, list[str]]:
-    """A domain's owner metadata (None: not virtfleet's) and the files and block devices behind its disks."""
-    root = ET.fromstring(xml)
-    who = observe_owner(root)
-    found = []
-    for src in root.findall("devices/disk/source"):
-        path = src.get("file") or src.get("dev")
-        if path:
-            found.append(path)
-    return who, found
-
-
-def network_sources(xml: str) -> list[str]:
-    """The libvirt networks a domain's interfaces are plugged into."""
-    return [src.get("network", "") for src in ET.fromstring(xml).findall("devices/interface[@type='network']/source")]
-
-
-# ---- keeping what virtfleet does not manage ------------------------------------------------------------
 
 # the top-level elements an update replaces (the frame of `domain` and the fields' own); the rest is kept
 MANAGED_TOP = ("uuid", *fields.managed_tags(GuestSpec), "os", "on_poweroff", "on_reboot", "on_crash")

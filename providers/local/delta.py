@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .clustermap import CLUSTER, DIGEST, HEADER, MAX_DATA, compute, digest, extents
+from providers.hostside.clustermap import CLUSTER, DIGEST, HEADER, MAX_DATA, compute, digest, extents
 
 __all__ = ["CLUSTER", "DIGEST", "HEADER", "changed_extents", "compute", "digest", "load", "remember", "store"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import pycdlib
 import yaml
 
-from .errors import ConfigError
+from providers.model.errors import ConfigError
 
 KEYS = {"userData", "metaData", "networkConfig", "sshAuthorizedKeys", "hostname"}
 MAX_SEED = 64 << 10  # the seed files together (as Azure's limit): cloud-init data, not a payload channel
