@@ -8,6 +8,9 @@ import os
 import random
 import shutil
 import subprocess
+import zlib
+
+from providers.local import delta
 
 _WORDS = [f"{w}{n}" for n in range(40) for w in ("config", "lib", "share", "usr", "nix", "store", "service",
                                                   "etc", "python", "systemd", "kernel", "module", "data")]
@@ -70,3 +73,17 @@ def qcow2(raw: str, out: str, compressed: bool = True) -> None:
     tmp = f"{out}.new"
     subprocess.run(["qemu-img", "convert", *(["-c"] if compressed else []), "-O", "qcow2", raw, tmp], check=True)
     os.replace(tmp, out)
+
+
+def view(path: str, out: str) -> str:
+    """The raw view of an image (what the guest sees), sparse."""
+    subprocess.run(["qemu-img", "convert", "-O", "raw", "-S", "4k", path, out], check=True)
+    return out
+
+
+def floor(new_view: str, old_view: str) -> int:
+    """The new disk's 4 KiB blocks found nowhere in the old one, compressed: what a rebuild must send."""
+    plan = delta.plan(delta.block_index(new_view), [delta.block_index(old_view)])
+    with open(new_view, "rb") as f:
+        return sum(len(zlib.compress(os.pread(f.fileno(), op.length, op.offset), 6)) for op in plan.ops
+                   if op.source < 0)

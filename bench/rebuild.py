@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -80,18 +79,6 @@ def article(image: str) -> tuple[float, int]:
     for h in HOSTS:
         lab.in_host(h, "rm", "-rf", "/var/lib/virtfleet/article", check=False)
     return wall, wire
-
-
-def floor(new_view: str, old_view: str) -> int:
-    plan = delta.plan(delta.block_index(new_view), [delta.block_index(old_view)])
-    with open(new_view, "rb") as f:
-        return sum(len(zlib.compress(os.pread(f.fileno(), op.length, op.offset), 6)) for op in plan.ops
-                   if op.source < 0)
-
-
-def view(path: str, out: str) -> str:
-    subprocess.run(["qemu-img", "convert", "-O", "raw", "-S", "4k", path, out], check=True)
-    return out
 
 
 def row(label: str, value: str) -> None:
@@ -162,7 +149,7 @@ def one_round(tmp: str, link: str, compressed: bool, total_mib: int) -> None:
     row(f"B1 first deployment {at}", f"article {a_wall:.1f} s, virtfleet {v_wall:.1f} s = {v_wall / a_wall:.2f}x")
     row("  bytes into each host (most of the 3)",
         f"article {a_wire / MIB:.1f} MiB, virtfleet {v_wire / MIB:.1f} MiB = {v_wire / size:.2f}x of the file")
-    old_view = view(image, f"{tmp}/old-{tag}.view")
+    old_view = images.view(image, f"{tmp}/old-{tag}.view")
 
     # B2: unchanged content in a new file: the same disk converted again (the other encoding), and as raw
     images.qcow2(raw, image, not compressed)
@@ -181,8 +168,8 @@ def one_round(tmp: str, link: str, compressed: bool, total_mib: int) -> None:
     images.change(tree, seed=2)
     images.ext4(tree, raw, "1G", uuid="0b7c5a29-58a4-4f4a-9a4e-3f1c0f1e0001")
     images.qcow2(raw, image, compressed)
-    new_view = view(image, f"{tmp}/new-{tag}.view")
-    want = floor(new_view, old_view)
+    new_view = images.view(image, f"{tmp}/new-{tag}.view")
+    want = images.floor(new_view, old_view)
     a_wall, a_wire = article(image)
     stack.write_config(s["cfg"](["a", "b"]))
     before, t0 = into(), time.monotonic()
@@ -198,7 +185,7 @@ def one_round(tmp: str, link: str, compressed: bool, total_mib: int) -> None:
     # B3b: the same tree made again by mkfs with a new file-system UUID: only the blocks that changed
     images.ext4(tree, raw, "1G")
     images.qcow2(raw, image, compressed)
-    uuid_floor = floor(view(image, f"{tmp}/uuid-{tag}.view"), new_view)
+    uuid_floor = images.floor(images.view(image, f"{tmp}/uuid-{tag}.view"), new_view)
     before, t0 = into(), time.monotonic()
     stack.up()
     row(f"B3 same tree, new file-system UUID {at}",

@@ -8,13 +8,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import subprocess
-import zlib
 
 import pytest
 
 from bench import images
-from providers.local import delta
 from tests import lab
 from tests.e2e.fleet import config, guest, mac_for
 from tests.pulumi_cli import Stack
@@ -28,19 +25,6 @@ def _into(host: str) -> int:
     """Bytes the lab's link has carried into `host` so far (the root side of its veth sends them)."""
     with open(f"/sys/class/net/vf{host}/statistics/tx_bytes") as f:
         return int(f.read())
-
-
-def _view(path: str, out: str) -> str:
-    subprocess.run(["qemu-img", "convert", "-O", "raw", "-S", "4k", path, out], check=True)
-    return out
-
-
-def _floor(new: str, old: str) -> int:
-    """The new disk's 4 KiB blocks found nowhere in the old one, compressed: what a rebuild must send."""
-    plan = delta.plan(delta.block_index(new), [delta.block_index(old)])
-    with open(new, "rb") as f:
-        return sum(len(zlib.compress(os.pread(f.fileno(), op.length, op.offset), 6)) for op in plan.ops
-                   if op.source < 0)
 
 
 def _backing(host: str, disk: str) -> str:
@@ -75,12 +59,12 @@ def test_a_rebuilt_compressed_image_sends_only_what_changed_in_the_disk(tmp_path
         size = os.path.getsize(img)
         for h in HOSTS:  # the disk's data, compressed, is no more than the article's compressed file
             assert first[h] <= 1.02 * size + (1 << 20), (h, first[h], size)
-        old_view = _view(img, str(tmp_path / "old.view"))
+        old_view = images.view(img, str(tmp_path / "old.view"))
 
         images.change(tree, seed=8)  # 6 files rewritten, 2 removed, 1 MiB added; rebuilt into the same path
         images.ext4(tree, raw, "1G")
         images.qcow2(raw, img)
-        floor = _floor(_view(img, str(tmp_path / "new.view")), old_view)
+        floor = images.floor(images.view(img, str(tmp_path / "new.view")), old_view)
         stack.write_config(cfg({**both, new: guest(new, running=False, deleteDiskOnDestroy=True)}))
         before = {h: _into(h) for h in HOSTS}
         out = stack.up().stdout
