@@ -20,7 +20,7 @@ from providers.model import fields
 from providers.model import validate as v
 from providers.model.errors import ConfigError
 from providers.model.guest import GuestSpec, InterfaceSpec, check_address_wait
-from providers.model.host import VIRT_TYPES, Connection, HostSpec, PoolSpec
+from providers.model.host import Connection, HostSpec, PoolSpec
 from providers.model.network import NetworkSpec
 from providers.model.storage import DISK_MODES
 from providers.xml import firmware
@@ -28,9 +28,10 @@ from providers.xml import firmware
 TOP_KEYS = {"images", "hosts", "sshPrivateKey"}
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 IMAGE_KEYS = {"path", "build", "buildEnv"}
-HOST_KEYS = {"address", "user", "port", "hostKey", "hostNic", "virtType", "sshKeyFile", "pool", "networks", "guests"}
-NETWORK_KEYS = {"mode", "bridge", "address", "dhcp", "autostart"}
-POOL_KEYS = {"name", "type", "path", "vg"}
+# a host's keys: its connection's and settings' (their declarations), and the mappings under it
+HOST_KEYS = fields.config_keys(Connection) | fields.config_keys(HostSpec) | {"pool", "networks", "guests"}
+NETWORK_KEYS = fields.config_keys(NetworkSpec)
+POOL_KEYS = fields.config_keys(PoolSpec)
 # a guest's keys: its fields' (GuestSpec declarations) and the ones about its disk, NICs and cloud-init
 GUEST_KEYS = fields.config_keys(GuestSpec) | {"name", "diskSize", "mac", "image", "disk", "deleteDiskOnDestroy",
                                               "interfaces", "cloudInit"}
@@ -156,8 +157,9 @@ def _host(hkey: str, h: Any, images: dict[str, LocalImage]) -> HostConf:
     h = _mapping(key, h, HOST_KEYS)
     conn = Connection.from_host_config(hkey, h, key)
     pool = PoolSpec.from_props(_mapping(f"{key}.pool", h.get("pool") or {}, POOL_KEYS), f"{key}.pool")
-    nic = v.nic(f"{key}.hostNic", h["hostNic"]) if h.get("hostNic") else ""
-    spec = HostSpec(conn, pool, nic, v.choice(f"{key}.virtType", h.get("virtType", "kvm"), VIRT_TYPES, "virtType"))
+    spec = HostSpec.from_props({**fields.from_config(HostSpec, key, h), "connection": conn.to_props(),
+                                "pool": pool.to_props()})
+    nic = spec.host_nic
     networks = _networks(key, h.get("networks"), conn)
     guests = _mapping(f"{key}.guests", h.get("guests") or {}, set(h.get("guests") or {}))
     confs = tuple(_guest(f"{key}.guests.{v.name(f'{key}.guests', g, 'guest key')}", g, hkey, gconf, nic, images)

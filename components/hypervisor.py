@@ -10,6 +10,8 @@ import pulumi
 from providers.base_image import BaseImage
 from providers.host import Host
 from providers.local.image import LocalImage
+from providers.model import fields
+from providers.model.storage import BaseImageSpec, base_volume_name
 from providers.network import Network
 
 from .config import HostConf
@@ -23,7 +25,7 @@ def _digest_output(img: LocalImage) -> pulumi.Output[str]:
 
 
 def _volume_name(fmt: str) -> Callable[[str], str]:
-    return lambda digest: f"vfbase-{digest}.{fmt}"
+    return lambda digest: base_volume_name(digest, fmt)
 
 
 class Hypervisor(pulumi.ComponentResource):
@@ -41,7 +43,6 @@ class Hypervisor(pulumi.ComponentResource):
         digests = {name: _digest_output(img) for name, img in images.items()}
         self.base_volume_names = {name: digests[name].apply(_volume_name(img.format))
                                   for name, img in images.items()}
-        conn = conf.spec.conn.to_props()
         self.networks = {n.name: Network(f"{conf.key}-net-{n.name}", n.to_props(),
                                          pulumi.ResourceOptions(parent=self, depends_on=[self.host]))
                          for n in conf.networks}
@@ -49,6 +50,7 @@ class Hypervisor(pulumi.ComponentResource):
             img = images[name]
             self.base_images[name] = BaseImage(
                 f"{conf.key}-{name}",
-                {"connection": conn, "pool": conf.spec.pool.name, "image": name, "source": img.path,
-                 "digest": digests[name], "size": img.size, "format": img.format, "fileSize": img.file_size},
+                fields.props_of(BaseImageSpec, conn=conf.spec.conn, pool=conf.spec.pool.name, image=name,
+                                source=img.path, digest=digests[name], size=img.size, format=img.format,
+                                file_size=img.file_size),
                 pulumi.ResourceOptions(parent=self, depends_on=[self.host]))

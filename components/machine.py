@@ -9,7 +9,10 @@ from __future__ import annotations
 import pulumi
 
 from providers.guest import Guest
-from providers.model.guest import SeedSpec
+from providers.model import fields
+from providers.model.guest import GuestSpec, SeedSpec
+from providers.model.owner import Owner
+from providers.model.storage import Adoption, VolumeSpec
 from providers.volume import Volume
 
 from .config import GuestConf
@@ -27,29 +30,26 @@ class Machine:
         was = [pulumi.Alias(parent=f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}::"
                                    f"virtfleet:fleet:Machine::{conf.key}")]
         spec = hv.conf.spec
-        conn = spec.conn.to_props()
         base = hv.base_images[conf.image]
         lvm = spec.pool.type == "logical"
         disk_name = conf.name if lvm else f"{conf.name}.qcow2"
-        owner = {"project": pulumi.get_project(), "stack": pulumi.get_stack(), "resource": conf.key}
+        owner = Owner(pulumi.get_project(), pulumi.get_stack(), conf.key)
         # adopt: true: the disk's Volume takes an existing volume as is, and refuses what the guest would
-        adopt = {"domain": conf.name, "owner": owner} if conf.values["adopt"] else None
+        adopt = Adoption(conf.name, owner) if conf.values["adopt"] else None
         self.volume = Volume(
             f"{conf.key}-disk",
-            {"connection": conn, "pool": spec.pool.name, "name": disk_name, "capacity": conf.disk_size,
-             "mode": conf.disk_mode, "baseVolume": hv.base_volume_names[conf.image],
-             "baseFormat": hv.images_format[conf.image], "deleteOnDestroy": conf.delete_disk, "adopt": adopt,
-             "owner": owner},
+            fields.props_of(VolumeSpec, conn=spec.conn, pool=spec.pool.name, name=disk_name, capacity=conf.disk_size,
+                            mode=conf.disk_mode, base_volume=hv.base_volume_names[conf.image],
+                            base_format=hv.images_format[conf.image], delete_on_destroy=conf.delete_disk,
+                            adopt=adopt, owner=owner),
             pulumi.ResourceOptions(aliases=was, depends_on=[hv.host, base]))
         seed = SeedSpec(spec.pool.name, spec.pool.path, conf.seed, conf.name) if conf.seed else None
         networks = [hv.networks[i.source] for i in conf.interfaces if i.type == "network" and i.source in hv.networks]
         self.guest = Guest(
             conf.key,
-            {**conf.values, "connection": conn, "name": conf.name,
-             "owner": owner,
-             "virtType": spec.virt_type, "diskPath": spec.pool.volume_path(disk_name),
-             "diskFormat": "raw" if lvm else "qcow2", "interfaces": [i.to_props() for i in conf.interfaces],
-             "seed": seed.to_props() if seed else None,
+            {**fields.props_of(GuestSpec, conf.values, conn=spec.conn, name=conf.name, owner=owner,
+                               virt_type=spec.virt_type, disk_path=spec.pool.volume_path(disk_name),
+                               disk_format="raw" if lvm else "qcow2", interfaces=conf.interfaces, seed=seed),
              # user-data may hold passwords and keys: a secret in the state and the preview, always
              "cloudInit": pulumi.Output.secret(seed.seed.to_props()) if seed else None},
             pulumi.ResourceOptions(aliases=was, depends_on=[self.volume, *networks]))

@@ -31,6 +31,7 @@ PROVIDER_KEY = "__provider"
 SPEC_KEY = "spec"
 STATUS_KEY = "status"
 GROUPS = (SPEC_KEY, STATUS_KEY)
+RESTART_KEY = "restartOnUpdate"
 
 
 def inputs_of(props: dict[str, Any]) -> dict[str, Any]:
@@ -141,14 +142,17 @@ class BaseProvider(ResourceProvider):
                 hosts = json.loads(hosts)
         session.warm(host_connections(hosts))
 
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         if has_unknowns(news):  # preview with values other resources will produce: checked again at create
             return CheckResult(news, [])
         try:
             type(self).spec_type.from_props(news)
         except ConfigError as exc:
             return CheckResult(news, [CheckFailure(exc.key, str(exc))])
-        return CheckResult(news, [])
+        # what restarts (a guest, a network) is shown by the preview when it applies; otherwise absent, as at
+        # create: a no-op run's checked inputs then equal the stored ones and the engine skips rewriting the state
+        restart = changes.plan(type(self).table, olds, news).restart if olds else []
+        return CheckResult({**news, RESTART_KEY: ", ".join(restart)} if restart else news, [])
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         p = changes.plan(type(self).table, olds, news)

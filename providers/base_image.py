@@ -27,7 +27,7 @@ from providers.local.trace import trace
 from providers.model import changes
 from providers.model.errors import HostError
 from providers.model.host import Connection
-from providers.model.storage import BaseImageSpec
+from providers.model.storage import BaseImageSpec, base_digest
 from providers.remote import bases, session, storage, transfer
 from providers.xml import storage as storage_xml
 
@@ -76,8 +76,8 @@ def _plan(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[delta.Plan | 
     (None, ()) when the host has none: everything is sent."""
     paths, indexes = [], []
     for name in p.listVolumes():
-        if name.startswith("vfbase-") and name.endswith(".raw") and name != spec.volume_name:
-            index = delta.load_index(name[len("vfbase-"):-len(".raw")])
+        if (digest := base_digest(name, "raw")) and name != spec.volume_name:
+            index = delta.load_index(digest)
             vol = storage.lookup_volume(p, name) if index else None
             if index and vol is not None:
                 paths.append(vol.path())
@@ -93,8 +93,8 @@ def _delta_source(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[str, 
     offsets, and the extents to send; only when its cluster map is known here and under half changed."""
     old_maps = {}
     for name in p.listVolumes():
-        if name.startswith("vfbase-") and name.endswith(f".{spec.format}") and name != spec.volume_name:
-            old_map = delta.load(name[len("vfbase-"):-len(f".{spec.format}")])
+        if (digest := base_digest(name, spec.format)) and name != spec.volume_name:
+            old_map = delta.load(digest)
             if old_map:
                 old_maps[name] = old_map
     if not old_maps:  # nothing to compare with: a full upload (the new map is made after it)

@@ -225,11 +225,6 @@ class GuestProvider(BaseProvider):
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         result = super().check(olds, news)
         if not result.failures:
-            # shown by the preview when it applies; otherwise absent, as at create: a no-op run's checked inputs
-            # then equal the stored ones and the engine skips rewriting the whole state for this guest
-            restart = changes.plan(changes.GUEST_TABLE, olds, news).restart if olds else []
-            if restart:
-                result = CheckResult({**news, "restartOnUpdate": ", ".join(restart)}, result.failures)
             # a new guest taking over a domain: what changes is shown now (the only host access of check)
             if not olds and news.get("adopt") and not has_unknowns(news) and (spec := GuestSpec.from_props(news)).adopt:
                 why = _preview_adoption(spec)

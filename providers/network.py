@@ -2,7 +2,7 @@
 
 create: define, start and autostart it; a network of that name that is already there is used only when
 its definition is the same, otherwise refused.  read: gone, stopped, or changed outside (drift).
-update: a DHCP range changes live; a change that needs the network restarted (mode, bridge, address,
+update: a DHCP range changes live; a change whose declared class is "restart" (mode, bridge, address,
 DHCP on/off) is applied only while no running guest is plugged into it, else refused naming the guests.
 delete: stacks that use one network hold it on the host (`holders`), so only the last one removes it, and
 only a network virtfleet defined; it is refused while any guest defined on the host, running or not, uses it.
@@ -22,7 +22,7 @@ from providers.model.errors import UnsafeChangeError
 from providers.model.network import NetworkSpec
 from providers.remote import bases, networks, session
 
-MANAGED = ("mode", "bridge", "address", "dhcp")
+MANAGED = ("mode", "bridge", "address", "dhcp")  # the fields read back from the network's definition
 
 
 def _wanted(spec: NetworkSpec) -> dict[str, Any]:
@@ -80,14 +80,14 @@ class NetworkProvider(BaseProvider):
             return UpdateResult({**_outs(spec, news, networks.observe(networks.define_new(spec))), **keep})
         seen = networks.observe(net)
         wanted = _wanted(spec)
-        restart = [k for k in ("mode", "bridge", "address") if seen[k] != wanted[k]]
-        if (seen["dhcp"] is None) != (wanted["dhcp"] is None):
-            restart.append("dhcp")
+        # what the declarations call "restart" (the preview's restartOnUpdate), against the live definition
+        differ = [k for k in MANAGED if seen[k] != wanted[k]]
+        restart = [k for k in differ if NetworkProvider.table.kind(k, seen[k], wanted[k]) == "restart"]
         if restart:
             net = networks.redefine(spec, net, "its " + ", ".join(restart))
             say(f"{spec.conn.host}: restarted network {spec.name} to apply its new {', '.join(restart)}")
         else:
-            if seen["dhcp"] != wanted["dhcp"]:
+            if "dhcp" in differ:  # a new range ("inplace"): set live, guests stay connected
                 networks.set_dhcp_range(net, seen["dhcp"], wanted["dhcp"])
             networks.start(spec, net)
         return UpdateResult({**_outs(spec, news, networks.observe(net)), **keep})

@@ -21,7 +21,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, 
 from providers.base import BaseProvider, has_unknowns, inputs_of, nested, say
 from providers.model import adoption, changes, diskuse
 from providers.model.errors import HostError, UnsafeChangeError
-from providers.model.storage import VolumeSpec
+from providers.model.storage import VolumeSpec, is_base_volume
 from providers.model.units import human
 from providers.remote import bases, domains, session, storage
 from providers.xml import storage as storage_xml
@@ -278,7 +278,7 @@ def _in_use(spec: VolumeSpec, vol: libvirt.virStorageVol) -> str:
 
 def _collect_base(spec: VolumeSpec, p: libvirt.virStoragePool, base: str) -> None:
     """After a disk is gone: its base goes too when no BaseImage holds it and no other disk uses it."""
-    if os.path.basename(base).startswith("vfbase-") and bases.act(spec.conn, "collect", base) == "removed":
+    if is_base_volume(base) and bases.act(spec.conn, "collect", base) == "removed":
         p.refresh(0)
         say(f"{spec.conn.host}: removed base {os.path.basename(base)}: its last disk is gone and no BaseImage "
             "holds it")

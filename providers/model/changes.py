@@ -12,19 +12,27 @@ from typing import Any
 
 from providers.model import fields
 from providers.model.guest import GuestSpec
-from providers.model.host import Connection
+from providers.model.host import Connection, HostSpec
+from providers.model.network import NetworkSpec
+from providers.model.storage import BaseImageSpec, VolumeSpec
 
 
-class Table(dict[str, str]):
-    """A change table: property -> "replace" | "restart" | "inplace" | "ignore", with what a key missing from
-    older state stands for (added after resources were created: no spurious change) and how a property's
-    values compare (a connection by where it points)."""
+class Table(dict[str, "str | fields.Classify"]):
+    """A change table: property -> "replace" | "restart" | "inplace" | "ignore" (or a function of the old
+    and new values choosing one), with what a key missing from older state stands for (added after
+    resources were created: no spurious change) and how a property's values compare (a connection by where
+    it points)."""
 
-    def __init__(self, changes: dict[str, str], defaults: dict[str, Any] | None = None,
+    def __init__(self, changes: dict[str, str | fields.Classify], defaults: dict[str, Any] | None = None,
                  norms: dict[str, Callable[[Any], Any]] | None = None) -> None:
         super().__init__(changes)
         self.defaults = defaults or {}
         self.norms = {"connection": Connection.identity, **(norms or {})}
+
+    @classmethod
+    def of(cls, spec_type: type, **extra: str) -> Table:
+        """The table of a spec class's declarations, plus keys that are not fields of the spec."""
+        return cls({**fields.change_table(spec_type), **extra}, fields.defaults(spec_type), fields.norms(spec_type))
 
     def norm(self, key: str, value: Any) -> Any:
         if value is None:
@@ -32,33 +40,19 @@ class Table(dict[str, str]):
         norm = self.norms.get(key)
         return norm(value) if norm is not None and value is not None else value
 
+    def kind(self, key: str, old: Any, new: Any) -> str:
+        """The change class of one property going from `old` to `new` (normalised values)."""
+        kind = self[key]
+        return kind if isinstance(kind, str) else kind(old, new)
 
-# Guest: from the field declarations (GuestSpec), plus two keys that are not fields of the spec
-GUEST_TABLE = Table({
-    **fields.change_table(GuestSpec),
-    "cloudInit": "ignore",     # the seed's content (secret); every change of it changes `seed`
-    "xmlDrift": "inplace",     # live definition edited outside virtfleet: redefine
-}, fields.defaults(GuestSpec), fields.norms(GuestSpec))
 
-# Volume: capacity grows in place (shrink refused in check); the rest replaces.
-VOLUME_TABLE = Table({
-    "connection": "replace", "pool": "replace", "name": "replace", "mode": "replace",
-    "capacity": "inplace", "deleteOnDestroy": "inplace",
-    "baseVolume": "ignore",    # an existing disk keeps its own backing file; only new disks use the new base
-    "baseFormat": "ignore",
-    "adopt": "ignore",         # only matters at create: an existing disk is taken as is
-    "owner": "ignore",         # the resource's own name: recorded on the host at create
-})
-
-HOST_TABLE = Table({"connection": "replace", "pool": "replace", "hostNic": "inplace", "virtType": "inplace"})
-
-# Network: what needs the network restarted is applied only while no running guest uses it (network.py)
-NETWORK_TABLE = Table({"connection": "replace", "name": "replace", "mode": "inplace", "bridge": "inplace",
-                       "address": "inplace", "dhcp": "inplace", "autostart": "inplace"})
-
-BASE_IMAGE_TABLE = Table({"connection": "replace", "pool": "replace", "digest": "replace", "format": "replace",
-                          "image": "inplace", "source": "inplace", "size": "replace",
-                          "fileSize": "ignore"})  # the built file's size, for the upload's account
+# Each from its spec's field declarations; the guest has two keys that are not fields of its spec:
+# the seed's content (secret; every change of it changes `seed`) and drift seen by read (redefine).
+GUEST_TABLE = Table.of(GuestSpec, cloudInit="ignore", xmlDrift="inplace")
+VOLUME_TABLE = Table.of(VolumeSpec)
+HOST_TABLE = Table.of(HostSpec)
+NETWORK_TABLE = Table.of(NetworkSpec)  # "restart": the network restarts, only while no running guest uses it
+BASE_IMAGE_TABLE = Table.of(BaseImageSpec)
 
 
 @dataclass
@@ -82,7 +76,8 @@ def plan(table: Table, olds: dict[str, Any], news: dict[str, Any]) -> Plan:
             if olds.get("xmlDrift"):
                 p.changed.append(key)
             continue
-        if table.norm(key, olds.get(key)) != table.norm(key, news.get(key)):
+        old, new = table.norm(key, olds.get(key)), table.norm(key, news.get(key))
+        if old != new and (kind := table.kind(key, old, new)) != "ignore":
             p.changed.append(key)
             if kind == "replace":
                 p.replaces.append(key)

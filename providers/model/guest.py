@@ -11,7 +11,7 @@ from providers.local.cloudinit import Seed, volume_name
 from providers.model import fields
 from providers.model import validate as v
 from providers.model.fields import Xml
-from providers.model.host import VIRT_TYPES, Connection
+from providers.model.host import VIRT_TYPES, Connection, connection_field
 from providers.model.owner import Owner, _owner
 from providers.xml import firmware as fw
 from providers.xml import guest as guest_xml
@@ -95,7 +95,7 @@ def _wait_conf(key: str, value: Any) -> int:
     return int(v.integer(key, value, 0, MAX_ADDRESS_WAIT, "waitForAddress (seconds)"))
 
 
-def _interfaces(p: dict[str, Any]) -> tuple[InterfaceSpec, ...]:
+def _interfaces(p: dict[str, Any], _at: str) -> tuple[InterfaceSpec, ...]:
     ifaces = p.get("interfaces") or []
     if not isinstance(ifaces, list):
         raise v.ConfigError("interfaces", "must be a list of {type, source, mac}")
@@ -115,14 +115,12 @@ class GuestSpec:
     table and the domain XML all follow from these.  `conf=True` makes a field a key of each guest in the
     stack config; the others are set by the program from the host and the guest's disk."""
 
-    conn: Connection = fields.field_of(
-        key="connection", change="replace", load=lambda p: Connection.from_props(p.get("connection") or {}),
-        dump=Connection.to_props, norm=Connection.identity,
-        doc="another host: a new domain there, the old one removed first")
+    conn: Connection = connection_field("another host: a new domain there, the old one removed first")
     name: str = fields.field_of(
         key="name", change="replace", check=lambda k, x: v.name(k, x, "guest name"), xml=guest_xml.NAME,
         doc="libvirt cannot rename a running domain; names are unique per host")
-    owner: Owner = fields.field_of(key="owner", change="inplace", load=_owner, dump=dataclasses.asdict,
+    owner: Owner = fields.field_of(key="owner", change="inplace", load=lambda p, _: _owner(p),
+                                   dump=dataclasses.asdict,
                                    xml=guest_xml.OWNER, doc="metadata only")
     memory: int = fields.field_of(key="memory", change="restart", check=_memory(1), conf=_memory(1 << 30),
                                   xml=guest_xml.MEMORY, doc="bytes; the config takes a GiB number or a size")
@@ -146,7 +144,7 @@ class GuestSpec:
     disk_format: str = fields.field_of(default="qcow2", key="diskFormat", change="restart",
                                        check=_choice(("raw", "qcow2"), "disk format"), xml=guest_xml.DISK_FORMAT)
     seed: SeedSpec | None = fields.field_of(
-        default=None, key="seed", change="restart", load=lambda p: _seed(p),
+        default=None, key="seed", change="restart", load=lambda p, _: _seed(p),
         dump=lambda s: s.to_props() if s else None, xml=guest_xml.SEED,
         doc="the cloud-init NoCloud seed (new content, new instance-id): read at boot")
     interfaces: tuple[InterfaceSpec, ...] = fields.field_of(
@@ -165,7 +163,7 @@ class GuestSpec:
     tpm: bool = fields.field_of(
         default=False, key="tpm", change="restart", check=v.boolean, conf=True, doc="an emulated TPM 2.0 (swtpm)",
         xml=Xml(fw.observe_tpm, lambda root, s: fw.emit(root, s.firmware, s.secure_boot, s.tpm, fw.nvram_path(s.name)),
-                "devices"))  # declared after `seed`: Secure Boot moves the seed CD-ROM onto virtio-SCSI
+                "devices", owns=fw.owns_tpm))  # after `seed`: Secure Boot moves the seed CD-ROM onto virtio-SCSI
     running: bool = fields.field_of(default=True, key="running", change="inplace", check=v.boolean, conf=True,
                                     doc="start / graceful shutdown")
     autostart: bool = fields.field_of(default=True, key="autostart", change="inplace", check=v.boolean, conf=True)

@@ -1,10 +1,12 @@
-"""Where each host is and how it is reached: its connection, pool and host settings."""
+"""Where each host is and how it is reached: its connection, pool and host settings, one declaration per
+field (`model.fields`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from providers.model import fields
 from providers.model import validate as v
 
 VIRT_TYPES = ("kvm", "qemu")
@@ -13,16 +15,26 @@ VIRT_TYPES = ("kvm", "qemu")
 POOL_TYPES = ("dir", "logical")
 
 
+def _host_key(key: str, value: Any) -> str:
+    return v.host_key(key, value) if value else ""
+
+
 @dataclass(frozen=True)
 class Connection:
-    """How to reach one host over SSH.  The private key itself never lives here (see remote.credentials)."""
+    """How to reach one host over SSH.  The private key itself never lives here (see remote.credentials).
+    Its config keys sit at the host's level of the stack config (hosts.NAME.address, ...)."""
 
-    host: str
-    address: str
-    port: int = 22
-    user: str = "root"
-    host_key: str = ""
-    ssh_key_file: str = ""
+    host: str = fields.field_of(key="host", change="ignore", check=lambda k, x: v.name(k, x, "host name"),
+                                doc="the host's key in the stack config, set by the program")
+    address: str = fields.field_of(key="address", change="replace", check=v.address, conf=True)
+    port: int = fields.field_of(default=22, key="port", change="replace", conf=True,
+                                check=lambda k, x: v.integer(k, x, 1, 65535, "port"))
+    user: str = fields.field_of(default="root", key="user", change="ignore", conf=True,
+                                check=lambda k, x: v.name(k, x, "user"))
+    host_key: str = fields.field_of(default="", key="hostKey", change="ignore", check=_host_key, conf=True,
+                                    doc="a re-pinned key is the same host")
+    ssh_key_file: str = fields.field_of(default="", key="sshKeyFile", change="ignore", conf=True,
+                                        check=lambda k, x: str(x or ""))
 
     @property
     def uri(self) -> str:
@@ -39,27 +51,29 @@ class Connection:
         return props
 
     def to_props(self) -> dict[str, Any]:
-        return {"host": self.host, "address": self.address, "port": self.port, "user": self.user,
-                "hostKey": self.host_key, "sshKeyFile": self.ssh_key_file}
+        return fields.to_props(self)
 
     @classmethod
     def from_props(cls, p: dict[str, Any], key: str = "connection") -> Connection:
-        host_key = p.get("hostKey") or ""
-        return cls(host=v.name(f"{key}.host", p.get("host"), "host name"),
-                   address=v.address(f"{key}.address", p.get("address")),
-                   port=v.integer(f"{key}.port", p.get("port", 22), 1, 65535, "port"),
-                   user=v.name(f"{key}.user", p.get("user", "root"), "user"),
-                   host_key=v.host_key(f"{key}.hostKey", host_key) if host_key else "",
-                   ssh_key_file=str(p.get("sshKeyFile") or ""))
+        return cls(**fields.from_props(cls, p, f"{key}."))
 
     @classmethod
     def from_host_config(cls, host: str, h: dict[str, Any], key: str) -> Connection:
         """From one host's stack config (virtfleet:hosts.NAME), `key` naming it in errors."""
         if "address" not in h:
             raise v.ConfigError(f"{key}.address", "is missing", "Give the host's IP address or DNS name")
-        return cls.from_props({"host": host, "address": h["address"], "port": h.get("port", 22),
-                               "user": h.get("user", "root"), "hostKey": h.get("hostKey", ""),
-                               "sshKeyFile": h.get("sshKeyFile", "")}, key)
+        return cls.from_props({**{k: h.get(k) for k in fields.config_keys(cls)}, "host": host}, key)
+
+
+def connection_of(p: dict[str, Any], _at: str = "") -> Connection:
+    """A resource's `connection` property as a Connection."""
+    return Connection.from_props(p.get("connection") or {})
+
+
+def connection_field(doc: str) -> Any:
+    """The `connection` field every resource's spec has: another host replaces the resource."""
+    return fields.field_of(key="connection", change="replace", load=connection_of, dump=Connection.to_props,
+                           norm=Connection.identity, doc=doc)
 
 
 def host_connections(hosts_raw: Any) -> list[Connection]:
@@ -74,44 +88,67 @@ def host_connections(hosts_raw: Any) -> list[Connection]:
     return out
 
 
+def _pool_type(p: dict[str, Any], at: str) -> str:
+    return v.choice(f"{at}type", p.get("type") or "dir", POOL_TYPES, "pool type")
+
+
+def _vg(p: dict[str, Any], at: str) -> str:
+    """A logical pool's volume group: its own name unless given."""
+    if _pool_type(p, at) != "logical":
+        return ""
+    return v.name(f"{at}vg", p.get("vg") or v.name(f"{at}name", p.get("name") or "guests", "pool name"),
+                  "volume group")
+
+
+def _pool_path(p: dict[str, Any], at: str) -> str:
+    """A dir pool's directory; a logical pool's is its volume group's /dev/VG."""
+    if _pool_type(p, at) == "logical":
+        return f"/dev/{_vg(p, at)}"
+    return v.pool_path(f"{at}path", p.get("path") or "/var/lib/virtfleet/guests")
+
+
 @dataclass(frozen=True)
 class PoolSpec:
-    name: str = "guests"
-    type: str = "dir"
-    path: str = "/var/lib/virtfleet/guests"
-    vg: str = ""
+    """The storage pool of a host's guests' disks and bases: a directory, or an LVM volume group."""
+
+    name: str = fields.field_of(default="guests", key="name", change="replace", conf=True,
+                                check=lambda k, x: v.name(k, x, "pool name"))
+    type: str = fields.field_of(default="dir", key="type", change="replace", conf=True,
+                                check=lambda k, x: v.choice(k, x, POOL_TYPES, "pool type"))
+    path: str = fields.field_of(default="/var/lib/virtfleet/guests", key="path", change="replace", conf=True,
+                                load=_pool_path)
+    vg: str = fields.field_of(default="", key="vg", change="replace", conf=True, load=_vg)
 
     def volume_path(self, volume: str) -> str:
         """Where libvirt puts a volume of this pool (a file in a dir pool, an LV under /dev/VG)."""
         return f"{self.path}/{volume}"
 
     def to_props(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "path": self.path, "vg": self.vg}
+        return fields.to_props(self)
 
     @classmethod
     def from_props(cls, p: dict[str, Any], key: str = "pool") -> PoolSpec:
-        ptype = v.choice(f"{key}.type", p.get("type", "dir"), POOL_TYPES, "pool type")
-        pname = v.name(f"{key}.name", p.get("name", "guests"), "pool name")
-        if ptype == "logical":
-            vg = v.name(f"{key}.vg", p.get("vg") or pname, "volume group")
-            return cls(name=pname, type=ptype, path=f"/dev/{vg}", vg=vg)
-        return cls(name=pname, type=ptype, path=v.pool_path(f"{key}.path", p.get("path", cls.path)))
+        return cls(**fields.from_props(cls, p, f"{key}."))
+
+
+def _host_nic(key: str, value: Any) -> str:
+    return v.nic(key, value) if value else ""
 
 
 @dataclass(frozen=True)
 class HostSpec:
-    conn: Connection
-    pool: PoolSpec
-    host_nic: str = ""
-    virt_type: str = "kvm"
+    conn: Connection = connection_field("another host is another Host resource")
+    pool: PoolSpec = fields.field_of(key="pool", change="replace", load=lambda p, _: PoolSpec.from_props(
+        p.get("pool") or {}), dump=PoolSpec.to_props, doc="another pool: the Host is made anew (the old pool kept)")
+    host_nic: str = fields.field_of(default="", key="hostNic", change="inplace", check=_host_nic, conf=True,
+                                    doc="checked on the host at every update; used by new macvtap interfaces")
+    virt_type: str = fields.field_of(default="kvm", key="virtType", change="inplace", conf=True,
+                                     check=lambda k, x: v.choice(k, x, VIRT_TYPES, "virtType"),
+                                     doc="the guests' domain type: each Guest restarts for its own")
 
     def to_props(self) -> dict[str, Any]:
-        return {"connection": self.conn.to_props(), "pool": self.pool.to_props(), "hostNic": self.host_nic,
-                "virtType": self.virt_type}
+        return fields.to_props(self)
 
     @classmethod
     def from_props(cls, p: dict[str, Any]) -> HostSpec:
-        return cls(conn=Connection.from_props(p.get("connection") or {}),
-                   pool=PoolSpec.from_props(p.get("pool") or {}),
-                   host_nic=v.nic("hostNic", p["hostNic"]) if p.get("hostNic") else "",
-                   virt_type=v.choice("virtType", p.get("virtType", "kvm"), VIRT_TYPES, "virtType"))
+        return cls(**fields.from_props(cls, p))

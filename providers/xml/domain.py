@@ -14,9 +14,18 @@ from providers.xml.util import attr, sub, text, to_string
 _sub, _attr, _text = sub, attr, text  # the short names the builders below use
 
 
+FRAME_DEVICES = ("serial", "console", "memballoon")  # the devices of every domain, whatever its fields
+
+
 def serial_console(devices: ET.Element) -> None:
     _sub(_sub(devices, "serial", type="pty"), "target", port="0")
     _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")
+
+
+def owns_device(dev: ET.Element, macs: set[str]) -> bool:
+    """Whether a device of a domain is one virtfleet defines (the frame's or a field's, see `domain`),
+    whatever libvirt added to it.  `macs`: the MACs of the interfaces virtfleet manages."""
+    return dev.tag in FRAME_DEVICES or fields.owns_device(GuestSpec, dev, macs)
 
 
 def domain(spec: GuestSpec, uuid: str = "") -> str:

@@ -131,6 +131,10 @@ def observe_secure_boot(root: ET.Element) -> bool:
     return bool(observe(root)["secureBoot"])
 
 
+def owns_tpm(dev: ET.Element, _macs: set[str]) -> bool:
+    return dev.tag == "tpm"
+
+
 def observe_tpm(root: ET.Element) -> bool:
     return bool(observe(root)["tpm"])
 

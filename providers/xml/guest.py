@@ -171,9 +171,33 @@ CPU_PRIORITY = Xml(lambda r: attr(r, "cputune/vcpusched", "scheduler", "normal")
 KERNEL = Xml(lambda r: text(r, "os/kernel"), _kernel, "os")
 INITRD = Xml(lambda r: text(r, "os/initrd"), _initrd, "os")
 CMDLINE = Xml(lambda r: text(r, "os/cmdline"), _cmdline, "os")
-DISK_PATH = Xml(lambda r: _source_path(r, "disk"), _disk, "devices")
+def _owns_disk(dev: ET.Element, _macs: set[str]) -> bool:
+    return dev.tag == "disk" and dev.get("device", "disk") == "disk" and attr(dev, "target", "dev") == "vda"
+
+
+def _owns_seed(dev: ET.Element, _macs: set[str]) -> bool:
+    return dev.tag == "disk" and dev.get("device") == "cdrom" and \
+        "-cidata-" in (attr(dev, "source", "file") or attr(dev, "source", "dev"))
+
+
+def _owns_interface(dev: ET.Element, macs: set[str]) -> bool:
+    return dev.tag == "interface" and attr(dev, "mac", "address").lower() in macs
+
+
+def _owns_graphics(dev: ET.Element, _macs: set[str]) -> bool:
+    """The display, its keyboard and video card, and the audio backend libvirt adds for the display (spice
+    for spice, none for vnc), which it refuses to keep with another display."""
+    return dev.tag in ("graphics", "video") or dev.tag == "input" and dev.get("type") == "keyboard" and \
+        dev.get("bus") == "usb" or dev.tag == "audio" and dev.get("type") in ("spice", "none")
+
+
+def _owns_agent(dev: ET.Element, _macs: set[str]) -> bool:
+    return dev.tag == "channel" and attr(dev, "target", "name") == AGENT_CHANNEL
+
+
+DISK_PATH = Xml(lambda r: _source_path(r, "disk"), _disk, "devices", owns=_owns_disk)
 DISK_FORMAT = Xml(lambda r: attr(r, "devices/disk[@device='disk']/driver", "type"))
-SEED = Xml(lambda r: _source_path(r, "cdrom"), _seed, "devices", seen_as="seedPath")
-INTERFACES = Xml(_observe_interfaces, _interfaces, "devices")
-GRAPHICS = Xml(_observe_graphics, _graphics, "devices")
-AGENT = Xml(_observe_agent, _agent, "devices")
+SEED = Xml(lambda r: _source_path(r, "cdrom"), _seed, "devices", seen_as="seedPath", owns=_owns_seed)
+INTERFACES = Xml(_observe_interfaces, _interfaces, "devices", owns=_owns_interface)
+GRAPHICS = Xml(_observe_graphics, _graphics, "devices", owns=_owns_graphics)
+AGENT = Xml(_observe_agent, _agent, "devices", owns=_owns_agent)

@@ -10,9 +10,9 @@ from typing import Any
 
 from providers.model import fields
 from providers.model.guest import GuestSpec
+from providers.xml import domain as domain_xml
 from providers.xml import firmware
 from providers.xml.domain import observe_root
-from providers.xml.guest import AGENT_CHANNEL
 from providers.xml.util import OWNER_NS, attr, sub, text, to_string
 
 _sub, _attr, _text = sub, attr, text  # the short names the builders below use
@@ -30,20 +30,7 @@ def observe_managed(xml: str, macs: set[str]) -> dict[str, Any]:
 MANAGED_TOP = ("uuid", *fields.managed_tags(GuestSpec), "os", "on_poweroff", "on_reboot", "on_crash")
 
 
-def _ours(dev: ET.Element, macs: set[str]) -> bool:
-    """Whether a device of a domain is one virtfleet defines (see `domain`), whatever libvirt added to it."""
-    tag = dev.tag
-    if tag == "disk":
-        if dev.get("device") == "cdrom":
-            return "-cidata-" in (_attr(dev, "source", "file") or _attr(dev, "source", "dev"))
-        return dev.get("device", "disk") == "disk" and _attr(dev, "target", "dev") == "vda"
-    if tag == "interface":
-        return _attr(dev, "mac", "address").lower() in macs
-    if tag == "input":
-        return dev.get("type") == "keyboard" and dev.get("bus") == "usb"
-    if tag == "channel":
-        return _attr(dev, "target", "name") == AGENT_CHANNEL
-    return tag in ("serial", "console", "graphics", "video", "memballoon", "tpm")
+_ours = domain_xml.owns_device
 
 
 def _signature(dev: ET.Element) -> str:

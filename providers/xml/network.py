@@ -24,8 +24,8 @@ def network(spec: NetworkSpec, uuid: str = "") -> str:
     _sub(root, "bridge", name=spec.bridge, stp="on", delay="0")
     iface = ipaddress.IPv4Interface(spec.address)
     ip = _sub(root, "ip", address=str(iface.ip), prefix=str(iface.network.prefixlen))
-    if spec.dhcp_start:
-        _sub(_sub(ip, "dhcp"), "range", start=spec.dhcp_start, end=spec.dhcp_end)
+    if spec.dhcp:
+        _sub(_sub(ip, "dhcp"), "range", start=spec.dhcp.start, end=spec.dhcp.end)
     return to_string(root)
 
 

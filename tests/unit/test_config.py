@@ -286,7 +286,7 @@ def test_a_cloud_guest_on_a_network(image: str) -> None:
                               "cloudInit": {"sshAuthorizedKeys": [KEY], "userData": {"packages": ["htop"]}}})
     host = parse_with(image, raw).hosts[0]
     (net,) = host.networks
-    assert (net.name, net.mode, net.bridge, net.address, net.dhcp_start, net.dhcp_end) == \
+    assert (net.name, net.mode, net.bridge, net.address, net.dhcp.start, net.dhcp.end) == \
         ("lab", "nat", "vf-lab", "192.168.150.1/24", "192.168.150.128", "192.168.150.254")
     g = host.guests[0]
     assert g.values["agent"] and g.values["waitForAddress"] == 120 and g.seed is not None

@@ -15,7 +15,7 @@ import pytest
 from providers.local import cloudinit
 from providers.model.guest import GuestSpec, InterfaceSpec, SeedSpec
 from providers.model.host import Connection, PoolSpec
-from providers.model.network import NetworkSpec
+from providers.model.network import DhcpRange, NetworkSpec
 from providers.model.owner import Owner
 from providers.xml import domain as domain_xml
 from providers.xml import merge as merge_xml
@@ -63,7 +63,7 @@ def test_domains_read_back_from_libvirt_as_defined(test_driver: libvirt.virConne
 
 
 @pytest.mark.parametrize("spec", [
-    NetworkSpec(CONN, "nat", "nat", "vf-nat", "192.168.150.1/24", "192.168.150.128", "192.168.150.254"),
+    NetworkSpec(CONN, "nat", "nat", "vf-nat", "192.168.150.1/24", DhcpRange("192.168.150.128", "192.168.150.254")),
     NetworkSpec(CONN, "routed", "route", "vf-routed", "10.9.0.1/16"),
     NetworkSpec(CONN, "lan", "bridge", "br0"),
 ], ids=lambda s: s.mode)

@@ -14,7 +14,7 @@ import pytest
 from providers.local import cloudinit
 from providers.model.guest import GuestSpec, InterfaceSpec, SeedSpec
 from providers.model.host import Connection, PoolSpec
-from providers.model.network import NetworkSpec
+from providers.model.network import DhcpRange, NetworkSpec
 from providers.model.owner import Owner
 from providers.xml import domain as domain_xml
 from providers.xml import network as network_xml
@@ -47,7 +47,7 @@ CASES = {
         interfaces=(InterfaceSpec("network", "lab", "52:54:00:00:00:03"),),
         seed=SeedSpec("guests", "/var/lib/virtfleet/guests", SEED, "some-athens-guest")), UUID)),
     "network-nat.xml": ("network", lambda: network_xml.network(NetworkSpec(
-        CONN, "lab", "nat", "vf-lab", "192.168.150.1/24", "192.168.150.128", "192.168.150.254"))),
+        CONN, "lab", "nat", "vf-lab", "192.168.150.1/24", DhcpRange("192.168.150.128", "192.168.150.254")))),
     "network-route-nodhcp.xml": ("network", lambda: network_xml.network(NetworkSpec(CONN, "r", "route", "vf-r",
                                                                                "10.9.0.1/16"))),
     "network-bridge.xml": ("network", lambda: network_xml.network(NetworkSpec(CONN, "lan", "bridge", "br0"))),
@@ -152,7 +152,7 @@ def test_seed_and_agent_round_trip_and_their_absence_too() -> None:
 
 
 @pytest.mark.parametrize("spec", [
-    NetworkSpec(CONN, "lab", "nat", "vf-lab", "192.168.150.1/24", "192.168.150.128", "192.168.150.254"),
+    NetworkSpec(CONN, "lab", "nat", "vf-lab", "192.168.150.1/24", DhcpRange("192.168.150.128", "192.168.150.254")),
     NetworkSpec(CONN, "r", "open", "vf-r", "10.9.0.1/16"),
     NetworkSpec(CONN, "lan", "bridge", "br0"),
 ])
