@@ -115,7 +115,7 @@ class BaseProvider(ResourceProvider):
     spec_type: ClassVar[Any]
     table: ClassVar[changes.Table]
     # the pickled provider (a class reference, no secrets) stays plain in the state: the SDK's default makes it
-    # a secret in every resource's inputs and outputs, 3x its size and a cipher call per resource per write
+    # a secret in every resource's inputs and outputs, several times its size and a cipher call per write
     serialize_as_secret_always = False
     # Properties kept at the top level when the others are nested under `spec` (`nested`); None: all flat.
     top: ClassVar[frozenset[str] | None] = None

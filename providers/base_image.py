@@ -155,7 +155,7 @@ def _fill(spec: BaseImageSpec, p: libvirt.virStoragePool,
     if source is not None:  # clone the previous base on the host (no network), send the changed clusters
         old_path, extents = source
         tmp_path = os.path.join(os.path.dirname(old_path), tmp_name)
-        session.run(c, ["sh", "-c", 'cp --sparse=always -- "$1" "$2" && chmod 0644 -- "$2"', "sh", old_path, tmp_path])
+        storage.clone_file(c, old_path, tmp_path)
         _refresh(p)
         vol = storage.lookup_volume(p, tmp_name)
         if vol is not None:

@@ -34,6 +34,29 @@ def _outs(spec: NetworkSpec, props: dict[str, Any], seen: dict[str, Any]) -> dic
     return {**inputs_of(props), "active": seen["active"], "drift": drift or None}
 
 
+def _refuse_while_plugged_in(spec: NetworkSpec, net: Any, why: str) -> None:
+    """A restart disconnects the running guests plugged in: refused while there are any."""
+    attached = networks.users(net)
+    if attached:
+        raise UnsafeChangeError(
+            f"host {spec.conn.host}: changing network {spec.name!r} ({why}) needs it restarted, which would "
+            f"disconnect the running guests {', '.join(attached)}: nothing changed. Stop them first "
+            "(`running: false`), apply the change, then start them again")
+
+
+def _refuse_while_used(spec: NetworkSpec) -> None:
+    """A network is removed only when no guest defined on the host, running or not, uses it."""
+    attached = networks.guests(session.virt(spec.conn), spec.name)
+    if attached:
+        running = [n for n, up in attached if up]
+        stopped = [n for n, up in attached if not up]
+        who = " and ".join(([f"the running guests {', '.join(running)}"] if running else [])
+                           + ([f"the stopped guests {', '.join(stopped)}"] if stopped else []))
+        raise UnsafeChangeError(
+            f"host {spec.conn.host}: network {spec.name!r} is still used by {who}: not removed. Move them to "
+            "another network or remove them, then run `pulumi up` again")
+
+
 class NetworkProvider(BaseProvider):
     spec_type = NetworkSpec
     table = changes.NETWORK_TABLE
@@ -84,7 +107,8 @@ class NetworkProvider(BaseProvider):
         differ = [k for k in MANAGED if seen[k] != wanted[k]]
         restart = [k for k in differ if NetworkProvider.table.kind(k, seen[k], wanted[k]) == "restart"]
         if restart:
-            net = networks.redefine(spec, net, "its " + ", ".join(restart))
+            _refuse_while_plugged_in(spec, net, "its " + ", ".join(restart))
+            net = networks.redefine(spec, net)
             say(f"{spec.conn.host}: restarted network {spec.name} to apply its new {', '.join(restart)}")
         else:
             if "dhcp" in differ:  # a new range ("inplace"): set live, guests stay connected
@@ -104,7 +128,8 @@ class NetworkProvider(BaseProvider):
             return
         net = networks.lookup(session.virt(spec.conn), spec.name)
         if net is not None:
-            networks.remove(spec, net)
+            _refuse_while_used(spec)
+            networks.remove(net)
             say(f"{spec.conn.host}: removed network {spec.name}")
 
 

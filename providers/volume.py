@@ -152,8 +152,7 @@ def _copy_into_lv(spec: VolumeSpec, p: libvirt.virStoragePool, base: libvirt.vir
                         "Use `disk: copy` for guests on a logical pool, or a dir pool for overlays")
     vol = storage.create(p, storage_xml.volume(spec.name, spec.capacity, "raw", allocation=spec.capacity))
     try:
-        session.run(spec.conn, ["qemu-img", "convert", "-n", "-f", spec.base_format, "-O", "raw", base.path(),
-                                vol.path()], timeout=3600)
+        storage.convert_into(spec.conn, base.path(), spec.base_format, vol.path())
     except BaseException:
         storage.delete(p, spec.name)
         raise

@@ -1,4 +1,5 @@
-"""libvirt networks on a host: lookup, the guests attached, define/start, live DHCP changes, removal."""
+"""libvirt networks on a host: lookup, the guests attached, define/start, live DHCP changes, removal.
+I/O only: what is refused while guests use a network is decided by the Network resource."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import libvirt
 
-from providers.model.errors import HostError, UnsafeChangeError
+from providers.model.errors import HostError
 from providers.model.network import NetworkSpec
 from providers.remote import is_not_found, or_none, session
 from providers.xml import domain as domain_xml
@@ -83,20 +84,14 @@ def set_dhcp_range(net: libvirt.virNetwork, old: dict[str, str], new: dict[str, 
     if net.isActive():
         flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
     section = libvirt.VIR_NETWORK_SECTION_IP_DHCP_RANGE
-    new_xml = f"<range start='{new['start']}' end='{new['end']}'/>"
-    net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, section, -1, new_xml, flags)
+    net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, section, -1,
+               network_xml.dhcp_range(new["start"], new["end"]), flags)
     net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, section, -1,
-               f"<range start='{old['start']}' end='{old['end']}'/>", flags)
+               network_xml.dhcp_range(old["start"], old["end"]), flags)
 
 
-def redefine(spec: NetworkSpec, net: libvirt.virNetwork, why: str) -> libvirt.virNetwork:
-    """Apply a change that needs the network restarted, only while no running guest is plugged into it."""
-    attached = users(net)
-    if attached:
-        raise UnsafeChangeError(
-            f"host {spec.conn.host}: changing network {spec.name!r} ({why}) needs it restarted, which would "
-            f"disconnect the running guests {', '.join(attached)}: nothing changed. Stop them first "
-            "(`running: false`), apply the change, then start them again")
+def redefine(spec: NetworkSpec, net: libvirt.virNetwork) -> libvirt.virNetwork:
+    """Define the network anew with its UUID and restart it (whoever is plugged in is disconnected)."""
     net = session.virt(spec.conn).networkDefineXML(network_xml.network(spec, net.UUIDString()))
     if net.isActive():
         net.destroy()
@@ -104,17 +99,8 @@ def redefine(spec: NetworkSpec, net: libvirt.virNetwork, why: str) -> libvirt.vi
     return net
 
 
-def remove(spec: NetworkSpec, net: libvirt.virNetwork) -> None:
-    """Remove the network, refused while any guest defined on the host (running or not) uses it."""
-    attached = guests(session.virt(spec.conn), spec.name)
-    if attached:
-        running = [n for n, up in attached if up]
-        stopped = [n for n, up in attached if not up]
-        who = " and ".join(([f"the running guests {', '.join(running)}"] if running else [])
-                           + ([f"the stopped guests {', '.join(stopped)}"] if stopped else []))
-        raise UnsafeChangeError(
-            f"host {spec.conn.host}: network {spec.name!r} is still used by {who}: not removed. Move them to "
-            "another network or remove them, then run `pulumi up` again")
+def remove(net: libvirt.virNetwork) -> None:
+    """Stop and undefine the network (gone already: fine)."""
     try:
         if net.isActive():
             net.destroy()

@@ -2,8 +2,8 @@
 
 The master (ControlMaster) carries libvirt's qemu+ssh RPC (see `session`), its upload streams and every
 remote command as multiplexed sessions, so a run pays one SSH handshake per host.  (paramiko's
-pure-Python transport moves ~250 MiB/s for all hosts together on these machines, OpenSSH 400+ MiB/s, so
-bulk image data rides OpenSSH; paramiko checks a configured private key before anything connects.)
+pure-Python transport is the slower of the two, so bulk image data rides OpenSSH; paramiko checks a
+configured private key before anything connects.)
 
 The masters live in a per-user runtime directory (0700, checked): the provider process opens them as soon
 as it is configured, other processes of the run find them, and at its exit it leaves them: a master
@@ -21,75 +21,53 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import io
 import os
-import selectors
 import shlex
 import shutil
 import socket
-import stat
 import subprocess
 import tempfile
 import threading
-import time
-from collections.abc import Collection, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from dataclasses import dataclass
 
+from providers.local.bounded import bounded
 from providers.local.childenv import child_env
-from providers.model import validate
-from providers.model.errors import ConfigError, HostError, HostKeyError
+from providers.model.errors import HostError, HostKeyError
 from providers.model.host import Connection
-
-if TYPE_CHECKING:
-    import paramiko
+from providers.remote import hostkeys, rundir
+from providers.remote.rundir import runtime_dir, sweep
 
 _lock = threading.Lock()
 CacheKey = tuple[str, int, str, str, str, str]
 _host_locks: dict[tuple[str, CacheKey], threading.Lock] = {}
 _masters: dict[CacheKey, str] = {}  # the control sockets of the masters this process used
-_private_key: list[str] = []  # the secret key material and its digest, when configured
-_runtime_dir: list[str] = []  # [path, "private" when it is this process's own]
+
+
+@dataclass
+class _Process:
+    """What this process holds: the configured private key and its digest."""
+
+    key: str = ""
+    key_digest: str = ""
+
+
+_this = _Process()
 SSH_CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
+MAX_ANSWER = 16 << 20  # the most a command on a host may print (stdout and stderr together)
 PERSIST = "20s"  # a master with no session left (its processes exited or were killed) exits after this
 
 
 def set_private_key(material: str | None) -> None:
     """Called from the providers' `configure` with the stack secret; kept in this process only."""
-    _private_key[:] = [material, hashlib.sha256(material.encode()).hexdigest()[:16]] if material else []
+    _this.key = material or ""
+    _this.key_digest = hashlib.sha256(material.encode()).hexdigest()[:16] if material else ""
 
 
 def cache_key(c: Connection) -> CacheKey:
     """Connections are shared only when everything that authenticates them is the same, the configured
     private key included (by its digest: a master opened with one stack's key never serves another's)."""
-    return (c.address, c.port, c.user, c.host_key, c.ssh_key_file, _private_key[1] if _private_key else "")
-
-
-def _private_dir(path: str) -> bool:
-    """A real directory (not a link), ours, that nobody else can enter."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
-
-
-def runtime_dir() -> str:
-    """The user's virtfleet runtime directory: VIRTFLEET_RUNTIME_DIR, else $XDG_RUNTIME_DIR/virtfleet, else
-    /tmp/virtfleet-UID.  One that is not a private directory of ours is never used: then this process
-    gets a directory of its own (its masters are not shared)."""
-    with _lock:
-        if not _runtime_dir:
-            xdg = os.environ.get("XDG_RUNTIME_DIR", "")
-            d = os.environ.get("VIRTFLEET_RUNTIME_DIR") or (
-                os.path.join(xdg, "virtfleet") if xdg and os.path.isdir(xdg) else
-                os.path.join(tempfile.gettempdir(), f"virtfleet-{os.geteuid()}"))
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(d, 0o700)
-            if _private_dir(d):
-                _runtime_dir.append(d)
-            else:
-                _runtime_dir[:] = [tempfile.mkdtemp(prefix="virtfleet-private-"), "private"]
-        return _runtime_dir[0]
+    return (c.address, c.port, c.user, c.host_key, c.ssh_key_file, _this.key_digest)
 
 
 def host_lock(c: Connection, what: str = "ssh") -> threading.Lock:
@@ -99,40 +77,10 @@ def host_lock(c: Connection, what: str = "ssh") -> threading.Lock:
         return _host_locks.setdefault((what, cache_key(c)), threading.Lock())
 
 
-def _known_hosts_entry(c: Connection) -> str:
-    return c.address if c.port == 22 else f"[{c.address}]:{c.port}"
-
-
-def _pin_fix(c: Connection) -> str:
-    return (f"Pin the host's key in the stack: `virtfleet:hosts.{c.host}.hostKey` = the output of "
-            f"`ssh-keyscan -p {c.port} -t ed25519 {c.address}` (check it out of band), without the host name")
-
-
-def _paramiko_pkey(material: str) -> paramiko.PKey:
-    import paramiko  # noqa: PLC0415 - only for a configured private key: importing it costs 0.15 s
-    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
-        try:
-            return cls.from_private_key(io.StringIO(material))
-        except (paramiko.SSHException, ValueError):
-            continue
-    raise HostError("-", "loading virtfleet:sshPrivateKey", "not an unencrypted OpenSSH/PEM private key",
-                    "Set it with `pulumi config set --secret virtfleet:sshPrivateKey < KEYFILE`")
-
-
 def check_private_key() -> None:
     """A configured `virtfleet:sshPrivateKey` must be a usable key: refused with the fix before connecting."""
-    if _private_key:
-        _paramiko_pkey(_private_key[0])
-
-
-def _check_host_key(c: Connection) -> None:
-    """The pinned key must be an OpenSSH public key line, else a clear error before connecting (the same
-    check as the config's; ssh itself then refuses a key that only looks right)."""
-    try:
-        validate.host_key("hostKey", c.host_key)
-    except ConfigError as exc:
-        raise HostKeyError(c.host, "reading the pinned host key", f"not a valid SSH public key ({exc})",
-                           _pin_fix(c)) from exc
+    if _this.key:
+        hostkeys.check_private_key(_this.key)
 
 
 def tag(c: Connection) -> str:
@@ -143,14 +91,7 @@ def tag(c: Connection) -> str:
 def _known_hosts(c: Connection) -> list[str]:
     if not c.host_key:
         return []
-    known = os.path.join(runtime_dir(), f"known_hosts-{tag(c)}")
-    if not os.path.exists(known):  # named by everything that authenticates: written once per process
-        _check_host_key(c)
-        tmp = f"{known}.{os.getpid()}.{threading.get_ident()}"
-        with open(tmp, "w") as f:
-            f.write(f"{_known_hosts_entry(c)} {c.host_key}\n")
-        os.replace(tmp, known)
-    return ["-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null"]
+    return hostkeys.options(c, os.path.join(runtime_dir(), f"known_hosts-{tag(c)}"))
 
 
 def control_path(c: Connection) -> str:
@@ -180,10 +121,10 @@ def _classify(c: Connection, stderr: str) -> HostError:
         got = next((ln for ln in text.splitlines() if "fingerprint for the" in ln or ln.startswith("SHA256:")), "")
         return HostKeyError(c.host, f"SSH to {c.address}:{c.port}",
                             f"the host key does not match the pinned/known key: refused {got.strip()[:120]}",
-                            "If the host was really reinstalled, " + _pin_fix(c))
+                            "If the host was really reinstalled, " + hostkeys.pin_fix(c))
     if "Host key verification failed" in text or "host key is known" in text:
         return HostKeyError(c.host, f"SSH to {c.address}:{c.port}", "the host key is unknown: refused",
-                            _pin_fix(c) + ", or add it to ~/.ssh/known_hosts")
+                            hostkeys.pin_fix(c) + ", or add it to ~/.ssh/known_hosts")
     if "Permission denied" in text:
         return HostError(c.host, f"SSH to {c.user}@{c.address}:{c.port}", text.splitlines()[-1],
                          "Check the user, the key (virtfleet:sshPrivateKey or sshKeyFile) and sshd on the host")
@@ -197,12 +138,12 @@ def _start_master(c: Connection, ctl: str) -> None:
     d = runtime_dir()
     key_args: list[str] = []
     secret = ""
-    if _private_key:
+    if _this.key:
         sweep(d, "id", 3, 1)  # key files of killed processes (`id-PID-THREAD`)
         secret = os.path.join(d, f"id-{os.getpid()}-{threading.get_ident()}")
         fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(_private_key[0].rstrip("\n") + "\n")
+            f.write(_this.key.rstrip("\n") + "\n")
         key_args = ["-i", secret, "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"]
     elif c.ssh_key_file:
         key_args = ["-i", os.path.expanduser(c.ssh_key_file), "-o", "IdentitiesOnly=yes"]
@@ -230,21 +171,6 @@ def ssh_env() -> dict[str, str]:
     decrypted stack config or its passphrase (a master outlives the run by up to PERSIST), and without
     other credentials (`childenv`)."""
     return child_env(os.environ)
-
-
-def sweep(d: str, prefix: str, fields: int, pid_at: int, held: Collection[str] | None = None) -> None:
-    """Remove the files of the runtime directory `d` named `prefix-...` (`fields` dash-separated fields, a
-    process id at `pid_at`) that an exited process left; with `held`, also this process's own that are
-    not in it."""
-    for name in os.listdir(d):
-        parts = name.split("-")
-        if len(parts) != fields or parts[0] != prefix or not parts[pid_at].isdigit():
-            continue
-        path, pid = os.path.join(d, name), int(parts[pid_at])
-        mine = pid == os.getpid()
-        if (mine and held is not None and path not in held) or (not mine and not os.path.exists(f"/proc/{pid}")):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
 
 
 def ssh_binary() -> str:
@@ -306,13 +232,13 @@ def release_masters() -> None:
     so the next process reuses them: `pulumi up` refreshes in one provider process and updates in a new
     one, and a command run right after another needs no new SSH handshakes either.  Only in a private
     runtime directory, removed here, are they stopped first (each once no other session rides on it)."""
-    if _runtime_dir[1:] == ["private"]:
+    if rundir.is_own():
         for proc in [_control_start(ctl, "stop") for ctl in _masters.values() if os.path.exists(ctl)]:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        shutil.rmtree(_runtime_dir[0], ignore_errors=True)
+        rundir.remove_own()
     _masters.clear()
 
 
@@ -357,54 +283,13 @@ def popen(c: Connection, argv: list[str]) -> subprocess.Popen[bytes]:
                             stderr=subprocess.PIPE, env=ssh_env())
 
 
-MAX_ANSWER = 16 << 20  # the most a command on a host may print (stdout and stderr together)
-
-
-def bounded(argv: list[str], timeout: float, limit: int | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
-    """Run argv, its output kept up to `limit` bytes and its run up to `timeout` seconds: past either it
-    is killed (OverflowError, subprocess.TimeoutExpired), so a broken or hostile host can neither fill
-    our memory nor hold the run."""
-    limit = MAX_ANSWER if limit is None else limit
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env)
-    assert proc.stdout is not None and proc.stderr is not None
-    got: dict[int, bytearray] = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
-    deadline = time.monotonic() + timeout
-    try:
-        with selectors.DefaultSelector() as sel:
-            for fd in got:
-                sel.register(fd, selectors.EVENT_READ)
-            while sel.get_map():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise subprocess.TimeoutExpired(argv, timeout)
-                for key, _ in sel.select(left):
-                    chunk = os.read(key.fd, 1 << 16)
-                    if not chunk:
-                        sel.unregister(key.fd)
-                    got[key.fd] += chunk
-                if sum(map(len, got.values())) > limit:
-                    raise OverflowError(f"printed more than {limit >> 20} MiB")
-        code = proc.wait(max(0.0, deadline - time.monotonic()))
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    finally:
-        proc.stdout.close()
-        proc.stderr.close()
-    out, err = got.values()
-    return subprocess.CompletedProcess(argv, code, bytes(out), bytes(err))
-
-
 def run(c: Connection, argv: list[str], timeout: float = 300, check: bool = True) -> tuple[int, str, str]:
     """Run a command on the host, as a session of its master.  argv is quoted word by word: no injection."""
     cmd = shlex.join(argv)
     for attempt in (1, 2):
         connect(c)
         try:
-            proc = bounded(_session_argv(c, argv), timeout, env=ssh_env())
+            proc = bounded(_session_argv(c, argv), timeout, MAX_ANSWER, env=ssh_env())
         except subprocess.TimeoutExpired as exc:
             raise HostError(c.host, f"running {argv[0]}", f"no result within {timeout:.0f} s",
                             "Check the host's load and SSH connection and retry") from exc

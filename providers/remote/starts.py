@@ -1,8 +1,8 @@
 """Guest starts that run together on one machine release their guests together.
 
-Most of a start is QEMU's and libvirtd's own work (libvirt 9.0 reads every new x86 guest's CPU through
-~400 QMP round trips: 0.2-0.3 s of QEMU's CPU per start), and a guest that has begun to boot competes
-with the starts still running on the same CPUs. Started in the usual way, the first guests of a fleet
+Most of a start is QEMU's and libvirtd's own work (libvirt reads every new x86 guest's CPU through
+hundreds of QMP round trips), and a guest that has begun to boot competes with the starts still running
+on the same CPUs. Started in the usual way, the first guests of a fleet
 booted while the others were still starting, and slowed them down. So a guest is started paused; when
 its start is done it waits for the starts that are still running on its machine at that moment (those
 only, and HOLD s at most), and is then resumed. The run ends no later for it: it waits for those starts

@@ -29,6 +29,11 @@ def network(spec: NetworkSpec, uuid: str = "") -> str:
     return to_string(root)
 
 
+def dhcp_range(start: str, end: str) -> str:
+    """One DHCP range element, as libvirt's live network update takes it."""
+    return to_string(ET.Element("range", start=start, end=end))
+
+
 def observe_network(xml: str) -> dict[str, Any]:
     """The managed fields of a network's XML (libvirt's own additions, e.g. its MAC, are ignored)."""
     root = ET.fromstring(xml)
