@@ -27,6 +27,12 @@ running() {  # the pid file names a live weed serving this data directory
   [ -n "$pid" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-dir=$DIR/data "
 }
 
+alive() {  # the process exists and has not exited (a zombie is gone)
+  local state
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
 keys() {  # the access key and secret, made once
   if [ ! -s "$DIR/identities.json" ]; then
     local ak sk
@@ -69,10 +75,11 @@ start_weed() {  # start weed and wait until S3 answers; 1 if it exited first, wi
     -filer.localSocket="$DIR/run/filer.sock" -s3 -s3.port="$PORT" -s3.localSocket="$DIR/run/s3.sock" \
     -s3.config="$DIR/identities.json" -s3.port.iceberg=0 -s3.port.lance=0 \
     </dev/null >>"$DIR/weed.log" 2>&1 &
-  echo $! > "$PIDFILE"
-  local i
+  local pid=$! i
+  echo "$pid" > "$PIDFILE"
   for i in $(seq 1 300); do
-    if ! running; then
+    # (alive, not `running`: until the child has exec'd weed, its command line is still this script's)
+    if ! alive "$pid"; then
       log "weed exited; its fatal error or the end of $DIR/weed.log:"
       { tail -c +"$from" "$DIR/weed.log" | grep '^F[0-9]' | tail -1 | grep . || tail -5 "$DIR/weed.log"; } >&2
       return 1

@@ -45,10 +45,10 @@ def _refresh(p: libvirt.virStoragePool) -> None:
             time.sleep(0.25)
 
 
-def _clear_dead_uploads(c: Connection, p: libvirt.virStoragePool, digest: str) -> None:
-    """Remove what killed runs left of uploads of this digest; another run's upload in progress (the
-    same image from another stack) is alive and kept (`transfer.remove_dead_uploads`)."""
-    paths = [vol.path() for name in p.listVolumes() if name.startswith(f"{UPLOAD_PREFIX}{digest[:16]}-")
+def _clear_dead_uploads(c: Connection, p: libvirt.virStoragePool) -> None:
+    """Remove what killed runs left of uploads of any image in the pool; another run's upload in progress
+    is alive and kept (`transfer.remove_dead_uploads`)."""
+    paths = [vol.path() for name in p.listVolumes() if name.startswith(UPLOAD_PREFIX)
              if (vol := storage.lookup_volume(p, name)) is not None]
     if transfer.remove_dead_uploads(c, paths):
         _refresh(p)
@@ -192,7 +192,6 @@ def _upload(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[int, str]:
     if not os.path.isfile(spec.source) or os.path.getsize(spec.source) != spec.size:
         raise HostError(c.host, f"uploading image {spec.image!r}",
                         f"local file {spec.source!r} is missing or changed since the preview", "Run `pulumi up` again")
-    _clear_dead_uploads(c, p, spec.digest)
     tmp_name = f"{UPLOAD_PREFIX}{spec.digest[:16]}-{secrets.token_hex(4)}"
     t0 = time.monotonic()
     try:
@@ -219,6 +218,7 @@ class BaseImageProvider(BaseProvider):
         spec = BaseImageSpec.from_props(props)
         p = storage.pool(spec.conn, spec.pool)
         _refresh(p)
+        _clear_dead_uploads(spec.conn, p)
         for _attempt in range(3):  # a base removed by its last user while we looked is uploaded again
             vol = storage.lookup_volume(p, spec.volume_name)
             if vol is not None:

@@ -38,7 +38,12 @@ def _sparse_image(path: str, size: int, data_every: int = 16 << 20, seed: bytes 
             f.write((seed + os.urandom(1 << 20))[: 1 << 20])
 
 
-def test_upload_verify_publish_then_skip(hosts, tmp_path) -> None:
+def _uploads(props: dict) -> list[str]:
+    """The temporary volumes of uploads of this image on its host (other runs' leftovers are theirs)."""
+    return [v for v in lab.volumes(props["connection"]["host"]) if v.startswith(f"vfupload-{props['digest'][:16]}-")]
+
+
+def test_upload_verify_publish_then_skip(hosts, tmp_path, monkeypatch) -> None:
     src = tmp_path / "img.raw"
     _sparse_image(str(src), 256 << 20)  # 16 MiB of data in 256 MiB
     props = image_props("h2", str(src), name="sparse")
@@ -53,9 +58,14 @@ def test_upload_verify_publish_then_skip(hosts, tmp_path) -> None:
         script = f'head -c {256 << 20} {outs["path"]} | sha256sum; stat -c %a {outs["path"]}'
         digest, mode = lab.in_host("h2", "sh", "-c", script).stdout.split()[::2][:2]
         assert digest == localimage.sha256_file(str(src)) and mode == "444"
-        assert not [v for v in lab.volumes("h2") if v.startswith("vfupload-")]
+        assert not _uploads(props)
+        # a killed run's leftover of another image goes at the next create on the host, even one that reuses
+        monkeypatch.setattr(transfer, "UPLOAD_GRACE", 0)
+        killed = "vfupload-0123456789abcdef-deadbeef"
+        lab.virsh("h2", "vol-create-as", "guests", killed, "1M", "--format", "raw")
         again = bp.create(props)
         assert again.outs["reused"] is True and again.outs["bytesSent"] == 0
+        assert killed not in lab.volumes("h2")
         assert bp.read(first.id, outs).id == first.id
         assert not bp.diff(first.id, outs, props).changes
         changed = dict(props, digest="0" * 64)
@@ -104,7 +114,7 @@ def test_upload_cut_in_the_middle_is_never_published(hosts, tmp_path) -> None:
     t = threading.Thread(target=run)
     t.start()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not [v for v in lab.volumes("h2") if v.startswith("vfupload-")]:
+    while time.monotonic() < deadline and not _uploads(props):
         time.sleep(0.05)
     time.sleep(0.5)
     victims = _master_of(Connection.from_props(props["connection"]))
@@ -117,7 +127,7 @@ def test_upload_cut_in_the_middle_is_never_published(hosts, tmp_path) -> None:
     done = bp.create(props)  # the next run completes and cleans the remnant
     try:
         assert done.outs["reused"] is False and 768 << 20 < done.outs["bytesSent"] < (768 << 20) + (64 << 10)
-        assert not [v for v in lab.volumes("h2") if v.startswith("vfupload-")]
+        assert not _uploads(props)
     finally:
         bp.delete(done.id, done.outs)
 
@@ -125,7 +135,7 @@ def test_upload_cut_in_the_middle_is_never_published(hosts, tmp_path) -> None:
 def test_two_stacks_uploading_one_image_to_one_host_both_succeed(hosts, tmp_path, monkeypatch) -> None:
     """Two stacks (two BaseImage resources) upload the same new image to h2, the second starting while the
     first's upload is under way: neither removes the other's temporary volume, both succeed, and one base
-    remains with both holding it.  A killed run's leftover of that image is removed.  No grace period
+    remains with both holding it.  Killed runs' leftovers (of that image and another) are removed.  No grace period
     here: the receiver's lock alone must keep a live upload."""
     monkeypatch.setattr(transfer, "UPLOAD_GRACE", 0)
     src = tmp_path / "shared.raw"
@@ -133,8 +143,8 @@ def test_two_stacks_uploading_one_image_to_one_host_both_succeed(hosts, tmp_path
         for _ in range(256):
             f.write(os.urandom(1 << 20))
     props = image_props("h2", str(src), name="shared")
-    dead = f"vfupload-{props['digest'][:16]}-deadbeef"
-    lab.virsh("h2", "vol-create-as", "guests", dead, "1M", "--format", "raw")
+    for dead in (f"vfupload-{props['digest'][:16]}-deadbeef", "vfupload-fedcba9876543210-deadbeef"):
+        lab.virsh("h2", "vol-create-as", "guests", dead, "1M", "--format", "raw")
     bp = BaseImageProvider()
     made: list = []
     errors: list[BaseException] = []
@@ -316,7 +326,7 @@ def test_a_failed_verification_is_never_published(hosts, tmp_path) -> None:
     assert "verifying the upload" in str(err.value) and f"digest {real}" in str(err.value), err.value
     assert "pulumi up" in str(err.value)
     left = lab.volumes("h2")
-    assert f"vfbase-{'f' * 64}.raw" not in left and not [v for v in left if v.startswith("vfupload-")]
+    assert f"vfbase-{'f' * 64}.raw" not in left and not _uploads(props)
 
 
 def test_a_host_without_python_checks_the_crc_of_every_byte(hosts, tmp_path, monkeypatch) -> None:
@@ -334,7 +344,7 @@ def test_a_host_without_python_checks_the_crc_of_every_byte(hosts, tmp_path, mon
     made = BaseImageProvider().create(props)
     try:
         assert made.outs["reused"] is False and made.outs["volumeName"] == f"vfbase-{props['digest']}.raw"
-        assert not [v for v in lab.volumes("h2") if v.startswith("vfupload-")]
+        assert not _uploads(props)
     finally:
         BaseImageProvider().delete(made.id, made.outs)
 
