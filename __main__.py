@@ -18,7 +18,8 @@ config = pulumi.Config("virtfleet")
 try:
     unknown_top_keys([k.split(":", 1)[1] for k in pulumi.runtime.get_config_env() if k.startswith("virtfleet:")])
     fleet = parse({"images": config.get_object("images"), "hosts": config.get_object("hosts")},
-                  lambda key, path, build, build_env: load(key, path, build, os.getcwd(), build_env))
+                  lambda key, path, build, build_env: load(key, path, build, os.getcwd(), build_env),
+                  pulumi.get_project(), pulumi.get_stack())
 except ConfigError as exc:
     raise pulumi.RunError(str(exc)) from None
 

@@ -19,9 +19,10 @@ from providers.local.image import LocalImage
 from providers.model import fields
 from providers.model import validate as v
 from providers.model.errors import ConfigError
-from providers.model.guest import GuestSpec, InterfaceSpec, check_address_wait
+from providers.model.guest import GuestSpec, InterfaceSpec, SeedSpec, check_address_wait
 from providers.model.host import Connection, HostSpec, PoolSpec
 from providers.model.network import NetworkSpec
+from providers.model.owner import Owner
 from providers.model.storage import DISK_MODES
 from providers.xml import firmware
 
@@ -40,19 +41,28 @@ IFACE_KEYS = {"type", "source", "mac", "model"}
 
 @dataclass(frozen=True)
 class GuestConf:
-    """One guest of the stack config: `values` holds its fields' properties ({key: value}, every field with a
-    config key, defaults filled in); the rest is what the program turns into its disk, NICs and seed."""
+    """One guest of the stack config: the spec of its domain, and what the program makes its disk from."""
 
     key: str
     host: str
-    name: str
-    values: dict[str, Any]
+    spec: GuestSpec
+    disk_name: str
     disk_size: int
     image: str
     disk_mode: str
-    interfaces: tuple[InterfaceSpec, ...]
     delete_disk: bool
-    seed: cloudinit.Seed | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def interfaces(self) -> tuple[InterfaceSpec, ...]:
+        return self.spec.interfaces
+
+    @property
+    def seed(self) -> cloudinit.Seed | None:
+        return self.spec.seed.seed if self.spec.seed else None
 
 
 @dataclass(frozen=True)
@@ -127,7 +137,8 @@ def _interfaces(key: str, g: dict[str, Any], host_nic: str) -> tuple[InterfaceSp
     return (InterfaceSpec("direct", host_nic, v.mac(f"{key}.mac", g["mac"])),)
 
 
-def _guest(key: str, gkey: str, host: str, g: Any, host_nic: str, images: dict[str, LocalImage]) -> GuestConf:
+def _guest(key: str, gkey: str, host: str, g: Any, on: HostSpec, owner: Owner,
+           images: dict[str, LocalImage]) -> GuestConf:
     g = _mapping(key, g, GUEST_KEYS)
     image = g.get("image")
     if image not in images:
@@ -140,30 +151,33 @@ def _guest(key: str, gkey: str, host: str, g: Any, host_nic: str, images: dict[s
         raise ConfigError(f"{key}.diskSize", f"{disk_size} bytes is smaller than image {image!r} "
                           f"({img.virtual_size} bytes)", "Make diskSize at least the image's size")
     name = v.name(f"{key}.name", g.get("name", gkey), "guest name")
-    interfaces = _interfaces(key, g, host_nic)
-    values = fields.from_config(GuestSpec, key, g)
-    firmware.check_combination(key, values["firmware"], values["secureBoot"], values["tpm"])
-    check_address_wait(key, values["waitForAddress"], values["agent"], interfaces)
+    interfaces = _interfaces(key, g, on.host_nic)
+    settings = fields.config_values(GuestSpec, key, g)
     seed = cloudinit.render(f"{key}.cloudInit", g["cloudInit"], name) if g.get("cloudInit") is not None else None
+    lvm = on.pool.type == "logical"
+    disk_name = name if lvm else f"{name}.qcow2"
+    spec = GuestSpec(**settings, conn=on.conn, name=name, owner=owner, virt_type=on.virt_type,
+                     disk_path=on.pool.volume_path(disk_name), disk_format="raw" if lvm else "qcow2",
+                     interfaces=interfaces, seed=SeedSpec(on.pool.name, on.pool.path, seed, name) if seed else None)
+    firmware.check_combination(key, spec.firmware, spec.secure_boot, spec.tpm)
+    check_address_wait(key, spec.wait_for_address, spec.agent, spec.interfaces)
     return GuestConf(
-        key=gkey, host=host, name=name, values=values, seed=seed, disk_size=disk_size, image=image,
+        key=gkey, host=host, spec=spec, disk_name=disk_name, disk_size=disk_size, image=image,
         disk_mode=v.choice(f"{key}.disk", g.get("disk", "overlay"), DISK_MODES, "disk"),
-        interfaces=interfaces,
         delete_disk=v.boolean(f"{key}.deleteDiskOnDestroy", g.get("deleteDiskOnDestroy", False)))
 
 
-def _host(hkey: str, h: Any, images: dict[str, LocalImage]) -> HostConf:
+def _host(hkey: str, h: Any, images: dict[str, LocalImage], project: str, stack: str) -> HostConf:
     key = f"hosts.{v.name('hosts', hkey, 'host name')}"
     h = _mapping(key, h, HOST_KEYS)
     conn = Connection.from_host_config(hkey, h, key)
     pool = PoolSpec.from_props(_mapping(f"{key}.pool", h.get("pool") or {}, POOL_KEYS), f"{key}.pool")
     spec = HostSpec.from_props({**fields.from_config(HostSpec, key, h), "connection": conn.to_props(),
                                 "pool": pool.to_props()})
-    nic = spec.host_nic
     networks = _networks(key, h.get("networks"), conn)
     guests = _mapping(f"{key}.guests", h.get("guests") or {}, set(h.get("guests") or {}))
-    confs = tuple(_guest(f"{key}.guests.{v.name(f'{key}.guests', g, 'guest key')}", g, hkey, gconf, nic, images)
-                  for g, gconf in guests.items())
+    confs = tuple(_guest(f"{key}.guests.{v.name(f'{key}.guests', g, 'guest key')}", g, hkey, gconf, spec,
+                         Owner(project, stack, g), images) for g, gconf in guests.items())
     for g in confs:
         if pool.type == "logical" and g.disk_mode == "overlay":
             raise ConfigError(f"{key}.guests.{g.key}.disk", "overlay disks need a dir pool, this host's pool is LVM",
@@ -234,13 +248,15 @@ def _cross_checks(hosts: tuple[HostConf, ...]) -> None:
                 macs[iface.mac] = where
 
 
-def parse(raw: dict[str, Any], load: Callable[[str, str, str, tuple[str, ...]], LocalImage]) -> FleetConf:
-    """raw = {"images": ..., "hosts": ...} as read from the stack config; `load` describes an image file."""
+def parse(raw: dict[str, Any], load: Callable[[str, str, str, tuple[str, ...]], LocalImage], project: str,
+          stack: str) -> FleetConf:
+    """raw = {"images": ..., "hosts": ...} as read from the stack config; `load` describes an image file;
+    each guest's owner is (project, stack, its key)."""
     images = _images(raw.get("images"), load)
     hosts_raw = raw.get("hosts")
     if not isinstance(hosts_raw, dict) or not hosts_raw:
         raise ConfigError("hosts", "no hosts are configured", "Add at least one host under virtfleet:hosts")
-    hosts = tuple(_host(k, h, images) for k, h in hosts_raw.items())
+    hosts = tuple(_host(k, h, images, project, stack) for k, h in hosts_raw.items())
     _cross_checks(hosts)
     return FleetConf(images, hosts)
 

@@ -2,8 +2,8 @@
 
 create: transactional (a start failure undefines what was defined); a name already used on the host
 by anything else is refused, never taken over, unless the guest has `adopt: true` and the domain has no
-other virtfleet owner (`adoption`: merged into its live definition, UUID and devices kept); a domain left
-by an interrupted run of this same resource (same owner metadata) is adopted.
+other virtfleet owner (`takeover`: merged into its live definition, UUID and devices kept); a domain left
+by an interrupted run of this same resource (same owner metadata) is reclaimed.
 read: the live domain: running or not, autostart, and whether its definition drifted (only managed
 fields are compared, so what libvirt adds never counts); devices added outside virtfleet are listed
 (`unmanaged`, and a line in the preview), never counted as drift.  Gone only for a real "no such domain".
@@ -32,7 +32,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, 
 
 from providers.base import BaseProvider, has_unknowns, inputs_of, nested, say
 from providers.local import cloudinit
-from providers.model import addresses, adoption, changes
+from providers.model import addresses, changes, takeover
 from providers.model.errors import HostError, UnsafeChangeError
 from providers.model.guest import GuestSpec
 from providers.remote import addresses as remote_addresses
@@ -174,19 +174,19 @@ def _take_over(conn: libvirt.virConnect, spec: GuestSpec, props: dict[str, Any],
                live_xml: str) -> CreateResult:
     """`adopt: true`: redefine a domain made outside virtfleet with its UUID, virtfleet's parts merged into its
     live definition, owner metadata written; power as an update would.  Refused with nothing changed when
-    `adoption.refusal` says so; a failure after the redefinition puts the old definition back."""
-    why = adoption.refusal(spec.conn.host, spec.name, spec.owner, spec.disk_path, live_xml)
+    `takeover.refusal` says so; a failure after the redefinition puts the old definition back."""
+    why = takeover.refusal(spec.conn.host, spec.name, spec.owner, spec.disk_path, live_xml)
     if why:
         raise UnsafeChangeError(why)
-    t = adoption.takeover(live_xml, spec)
+    t = takeover.plan(live_xml, spec)
     active = bool(dom.isActive())
-    _say_once(adoption.summary(spec.conn.host, spec, t, active, bool(dom.autostart())))
+    _say_once(takeover.summary(spec.conn.host, spec, t, active, bool(dom.autostart())))
     _put_seed(spec)
     try:
         dom = conn.defineXML(t.xml)
     except libvirt.libvirtError as exc:
         _drop_seed(spec.replace(seed=None), spec.seed and spec.seed.to_props())
-        raise HostError(spec.conn.host, f"adopting guest {spec.name!r}", str(exc),
+        raise HostError(spec.conn.host, f"taking over guest {spec.name!r}", str(exc),
                         "Nothing changed; fix what libvirt names in the domain (`virsh edit`) and run `pulumi up`") \
             from exc
     try:
@@ -199,7 +199,7 @@ def _take_over(conn: libvirt.virConnect, spec: GuestSpec, props: dict[str, Any],
     return CreateResult(dom.UUIDString(), _outs(spec, props, dom, found, _defined(dom, t.kept)))
 
 
-def _preview_adoption(spec: GuestSpec) -> str:
+def _preview_takeover(spec: GuestSpec) -> str:
     """At preview (check of a new guest with `adopt: true`): say what taking over its domain changes, or
     that there is none to take over.  Returns why it would be refused ('' if it would not)."""
     dom = domains.by_name(session.virt(spec.conn), spec.name)
@@ -209,10 +209,10 @@ def _preview_adoption(spec: GuestSpec) -> str:
     live_xml = domains.inactive_xml(dom)
     if domain_xml.observe_domain(live_xml)["owner"] == spec.owner.__dict__:
         return ""  # its own, left by an interrupted run: create takes it back as it always does
-    why = adoption.refusal(spec.conn.host, spec.name, spec.owner, spec.disk_path, live_xml)
+    why = takeover.refusal(spec.conn.host, spec.name, spec.owner, spec.disk_path, live_xml)
     if not why:
-        t = adoption.takeover(live_xml, spec)
-        _say_once(adoption.summary(spec.conn.host, spec, t, bool(dom.isActive()), bool(dom.autostart())))
+        t = takeover.plan(live_xml, spec)
+        _say_once(takeover.summary(spec.conn.host, spec, t, bool(dom.isActive()), bool(dom.autostart())))
     return why
 
 
@@ -227,7 +227,7 @@ class GuestProvider(BaseProvider):
         if not result.failures:
             # a new guest taking over a domain: what changes is shown now (the only host access of check)
             if not olds and news.get("adopt") and not has_unknowns(news) and (spec := GuestSpec.from_props(news)).adopt:
-                why = _preview_adoption(spec)
+                why = _preview_takeover(spec)
                 if why:
                     result.failures.append(CheckFailure("adopt", why))
         return result
@@ -251,7 +251,7 @@ class GuestProvider(BaseProvider):
                 "not taken over, nothing changed. Pick another name for this guest, or remove the other one"
                 + ("" if owner else ", or set `adopt: true` on this guest to take it over (README: \"Taking "
                    "over a guest made by hand\")"))
-        say(f"{spec.conn.host}: adopting {spec.name} left by an interrupted run of this stack")
+        say(f"{spec.conn.host}: reclaiming {spec.name} left by an interrupted run of this stack")
         _put_seed(spec)
         dom = conn.defineXML(domain_xml.domain(spec, existing.UUIDString()))
         _apply_power(spec, dom, restart=False)

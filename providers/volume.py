@@ -19,16 +19,16 @@ import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, Resource, UpdateResult
 
 from providers.base import BaseProvider, has_unknowns, inputs_of, nested, say
-from providers.model import adoption, changes, diskuse
+from providers.model import changes, diskuse, takeover
 from providers.model.errors import HostError, UnsafeChangeError
 from providers.model.storage import VolumeSpec, is_base_volume
 from providers.model.units import human
 from providers.remote import bases, domains, session, storage
 from providers.xml import storage as storage_xml
 
-# the program reads `path` and `adopted`; `basePath` and `owned` are the provider's; the inputs are nested
+# the program reads `path` and `reused`; `basePath` and `owned` are the provider's; the inputs are nested
 # (`base.nested`)
-TOP_KEYS = frozenset(("path", "adopted", "basePath", "owned"))
+TOP_KEYS = frozenset(("path", "reused", "adopted", "basePath", "owned"))
 
 
 def _base(spec: VolumeSpec, p: libvirt.virStoragePool) -> libvirt.virStorageVol:
@@ -39,11 +39,11 @@ def _base(spec: VolumeSpec, p: libvirt.virStoragePool) -> libvirt.virStorageVol:
     return base
 
 
-def _adopt(spec: VolumeSpec, vol: libvirt.virStorageVol, base_path: str) -> None:
+def _check_reusable(spec: VolumeSpec, vol: libvirt.virStorageVol, base_path: str) -> None:
     seen = storage_xml.observe_volume(vol.XMLDesc(0))
     if spec.mode == "overlay" and seen["backingPath"] != base_path:
         raise UnsafeChangeError(f"host {spec.conn.host}: disk {spec.name!r} already exists with backing file "
-                           f"{seen['backingPath'] or 'none'!r}, not {base_path!r}: not adopted, nothing changed. "
+                           f"{seen['backingPath'] or 'none'!r}, not {base_path!r}: not reused, nothing changed. "
                            "Give the guest another name, or move that disk away if it is really unused")
     if int(seen["capacity"]) > spec.capacity:
         raise UnsafeChangeError(f"host {spec.conn.host}: kept disk {spec.name!r} is {human(int(seen['capacity']))}, "
@@ -62,7 +62,7 @@ def _check_takeover(spec: VolumeSpec, p: libvirt.virStoragePool) -> None:
     if dom is None:
         return
     path = f"{_pool_path(p)}/{spec.name}"
-    why = adoption.refusal(spec.conn.host, spec.adopt.domain, spec.adopt.owner, path, domains.inactive_xml(dom))
+    why = takeover.refusal(spec.conn.host, spec.adopt.domain, spec.adopt.owner, path, domains.inactive_xml(dom))
     if why:
         raise UnsafeChangeError(why)
 
@@ -72,11 +72,11 @@ def _as_is_refusal(spec: VolumeSpec, seen: dict[str, Any], logical: bool, path: 
     shrink) or not the format virtfleet defines for the pool; ("", "") when it can."""
     if int(seen["capacity"]) > spec.capacity:
         return "capacity", (f"host {spec.conn.host}: disk {spec.name!r} is {human(int(seen['capacity']))}, larger "
-                            f"than diskSize {human(spec.capacity)}: an adopted disk is kept as it is and never "
+                            f"than diskSize {human(spec.capacity)}: a disk taken over is kept as it is and never "
                             f"shrunk, nothing changed. Set diskSize to at least {human(int(seen['capacity']))}")
     if not logical and seen["format"] != "qcow2":
         return "adopt", (f"host {spec.conn.host}: disk {spec.name!r} is {seen['format'] or 'of unknown format'}, "
-                         "but guests' disks in a dir pool are qcow2: not adopted, nothing changed. Convert it "
+                         "but guests' disks in a dir pool are qcow2: not taken over, nothing changed. Convert it "
                          f"first (`qemu-img convert -O qcow2 OLD {path}`, with the guest shut down)")
     return "", ""
 
@@ -87,7 +87,7 @@ def _take_as_is(spec: VolumeSpec, vol: libvirt.virStorageVol, logical: bool) -> 
     _, why = _as_is_refusal(spec, seen, logical, vol.path())
     if why:
         raise UnsafeChangeError(why)
-    say(f"{spec.conn.host}: adopted existing disk {spec.name} as it is (adopt: true)")
+    say(f"{spec.conn.host}: took over existing disk {spec.name} as it is (adopt: true)")
     return seen
 
 
@@ -122,7 +122,7 @@ def _preview_existing(spec: VolumeSpec) -> tuple[str, str]:
         return "name", why
     if spec.adopt is None:
         try:
-            _adopt(spec, vol, f"{_pool_path(p)}/{spec.base_volume}")
+            _check_reusable(spec, vol, f"{_pool_path(p)}/{spec.base_volume}")
         except UnsafeChangeError as exc:
             return "name", str(exc)
         return "", ""
@@ -186,7 +186,7 @@ class VolumeProvider(BaseProvider):
         p = storage.pool(spec.conn, spec.pool)
         base = _base(spec, p)
         vol = storage.lookup_volume(p, spec.name)
-        adopted = vol is not None
+        reused = vol is not None
         base_path = base.path()
         if spec.adopt is not None:
             _check_takeover(spec, p)
@@ -198,8 +198,8 @@ class VolumeProvider(BaseProvider):
         if vol is not None and spec.adopt is not None:
             base_path = str(_take_as_is(spec, vol, storage.pool_type(p) == "logical")["backingPath"])
         elif vol is not None:
-            _adopt(spec, vol, base.path())
-            say(f"{spec.conn.host}: adopted kept disk {spec.name}")
+            _check_reusable(spec, vol, base.path())
+            say(f"{spec.conn.host}: reusing kept disk {spec.name}")
         elif storage.pool_type(p) == "logical":
             vol = _copy_into_lv(spec, p, base)
         elif spec.mode == "overlay":
@@ -211,7 +211,7 @@ class VolumeProvider(BaseProvider):
             bases.claim_disk(spec.conn, vol.path(), _ours(spec))
         if vol.info()[1] < spec.capacity:
             _grow(spec, vol, owned)
-        outs = {**inputs_of(props), "path": vol.path(), "adopted": adopted, "basePath": base_path, "owned": owned}
+        outs = {**inputs_of(props), "path": vol.path(), "reused": reused, "basePath": base_path, "owned": owned}
         return CreateResult(f"{spec.conn.host}:{spec.pool}/{spec.name}", outs)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -238,7 +238,7 @@ class VolumeProvider(BaseProvider):
         if spec.capacity > current:
             _grow(spec, vol, owned)
         keep: dict[str, Any] = {k: olds[k] for k in ("baseVolume", "baseFormat", "basePath") if k in olds}
-        return UpdateResult({**inputs_of(news), **keep, "path": vol.path(), "adopted": olds.get("adopted", False),
+        return UpdateResult({**inputs_of(news), **keep, "path": vol.path(), "reused": diskuse.reused(olds),
                              "owned": owned})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:

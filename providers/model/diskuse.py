@@ -64,4 +64,9 @@ def owned(props: dict[str, Any]) -> bool:
     `owned` was recorded: a disk it did not find already there, or one it took over with `adopt`."""
     if "owned" in props:
         return bool(props["owned"])
-    return not props.get("adopted") or bool(props.get("adopt"))
+    return not reused(props) or bool(props.get("adopt"))
+
+
+def reused(props: dict[str, Any]) -> bool:
+    """Whether a Volume found its disk already there (`reused`; `adopted` in state written before)."""
+    return bool(props.get("reused", props.get("adopted", False)))

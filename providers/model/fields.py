@@ -142,9 +142,9 @@ def config_keys(cls: type) -> set[str]:
     return {m.key for _, m in metas(cls) if m.in_config}
 
 
-def from_config(cls: type, at: str, g: dict[str, Any]) -> dict[str, Any]:
-    """{property key: value} of the config keys of one guest's or host's stack config (`at`: its key, for
-    errors); absent keys take the default."""
+def config_values(cls: type, at: str, g: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments of `cls` that one guest's or host's stack config gives (`at`: its key,
+    for errors); absent keys take the default."""
     out = {}
     for name, m in metas(cls):
         if not m.in_config:
@@ -152,9 +152,14 @@ def from_config(cls: type, at: str, g: dict[str, Any]) -> dict[str, Any]:
         if m.conf is None:
             raise TypeError(f"{cls.__name__}.{name}: a composite config key is parsed with its whole spec")
         raw, default = g.get(m.key), _default(cls, name)
-        value = default if raw is None and default is not dataclasses.MISSING else m.conf(f"{at}.{m.key}", raw)
-        out[m.key] = dump(m, value)
+        out[name] = default if raw is None and default is not dataclasses.MISSING else m.conf(f"{at}.{m.key}", raw)
     return out
+
+
+def from_config(cls: type, at: str, g: dict[str, Any]) -> dict[str, Any]:
+    """{property key: value} of the config keys of one stack config entry (`config_values`)."""
+    declared = dict(metas(cls))
+    return {declared[n].key: dump(declared[n], x) for n, x in config_values(cls, at, g).items()}
 
 
 def change_table(cls: type) -> dict[str, str | Classify]:

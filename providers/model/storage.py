@@ -79,7 +79,7 @@ class BaseImageSpec:
 
 
 @dataclass(frozen=True)
-class Adoption:
+class Takeover:
     """The domain a guest with `adopt: true` takes over, and that guest's owner: its disk's Volume refuses,
     before anything changes, what the guest's create would refuse."""
 
@@ -87,7 +87,7 @@ class Adoption:
     owner: Owner
 
     @classmethod
-    def from_props(cls, p: Any) -> Adoption:
+    def from_props(cls, p: Any) -> Takeover:
         if not isinstance(p, dict):
             raise v.ConfigError("adopt", f"{p!r} is not {{domain, owner}}")
         return cls(v.name("adopt.domain", p.get("domain"), "guest name"), _owner(p))
@@ -114,8 +114,8 @@ class VolumeSpec:
     base_format: str = fields.field_of(key="baseFormat", change="ignore", check=_format("base format"))
     delete_on_destroy: bool = fields.field_of(default=False, key="deleteOnDestroy", change="inplace",
                                               check=v.boolean)
-    adopt: Adoption | None = fields.field_of(
-        default=None, key="adopt", change="ignore", load=lambda p, _: Adoption.from_props(p["adopt"])
+    adopt: Takeover | None = fields.field_of(
+        default=None, key="adopt", change="ignore", load=lambda p, _: Takeover.from_props(p["adopt"])
         if p.get("adopt") else None, dump=_as_dict,
         doc="the disk of a guest with `adopt: true`: an existing volume is taken as is, at create only")
     owner: Owner | None = fields.field_of(

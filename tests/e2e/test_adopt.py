@@ -50,7 +50,7 @@ def by_hand(name: str, mac: str, extra: str) -> str:
     return over_ssh("h1", f"virsh domuuid {name}").strip()
 
 
-def test_a_guest_made_by_hand_is_adopted_and_its_disk_kept(tmp_path, unique) -> None:
+def test_a_guest_made_by_hand_is_taken_over_and_its_disk_kept(tmp_path, unique) -> None:
     t0 = time.monotonic()
     name, extra = f"hand-{unique}", f"hand-{unique}-data.raw"
     cfg = {"h1": {name: guest(name, adopt=True, shutdownTimeout=3)}}
@@ -59,7 +59,7 @@ def test_a_guest_made_by_hand_is_adopted_and_its_disk_kept(tmp_path, unique) -> 
         uuid = by_hand(name, cfg["h1"][name]["mac"], extra)
         pv = stack.preview()
         out = pv.stdout + pv.stderr
-        assert f"h1: adopting {name} (defined outside virtfleet): memory 67108864 -> 134217728" in out, out
+        assert f"h1: taking over {name} (defined outside virtfleet): memory 67108864 -> 134217728" in out, out
         assert f"kept: disk vdb {POOL}/{extra}" in out, out
         assert lab.virsh("h1", "domuuid", name).strip() == uuid and "urn:virtfleet" not in lab.virsh(
             "h1", "dumpxml", name), "a preview changed the guest"
@@ -67,7 +67,7 @@ def test_a_guest_made_by_hand_is_adopted_and_its_disk_kept(tmp_path, unique) -> 
         up = stack.up()
         # said once by the provider (check, then create, in one process); the CLI lists each line again at the end
         said = up.stdout.rsplit("Diagnostics:", 1)[-1]
-        assert said.count(f"h1: adopting {name} (defined outside virtfleet)") == 1, up.stdout
+        assert said.count(f"h1: taking over {name} (defined outside virtfleet)") == 1, up.stdout
         inactive = lab.virsh("h1", "dumpxml", name, "--inactive")
         assert lab.virsh("h1", "domuuid", name).strip() == uuid and stack.outputs()["guests"][name]["uuid"] == uuid
         assert "urn:virtfleet:owner:1" in inactive and f"{POOL}/{extra}" in inactive and "131072" in inactive

@@ -64,7 +64,7 @@ def test_another_stack_never_grows_takes_or_deletes_a_teams_disk(tmp_path, uniqu
         b.destroy()
         assert disk in lab.volumes("h2") and _marked("h2", disk)
         a.write_config(config({"h2": {web: guest(web, running=False, deleteDiskOnDestroy=True)}}))
-        assert f"adopted kept disk {disk}" in a.up().stdout and _marked("h2", disk)
+        assert f"reusing kept disk {disk}" in a.up().stdout and _marked("h2", disk)
         # its own disk, so deleteDiskOnDestroy deletes it, and the base goes with its last disk (unless
         # another stack on the lab's h2, from another test, holds it too: then the destroy says so)
         gone = a.destroy().stdout

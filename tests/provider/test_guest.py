@@ -128,7 +128,7 @@ def test_a_start_failing_outside_libvirt_leaves_nothing_defined(disk, unique, sw
     assert lab.domain_state("h1", name) == "missing"
 
 
-def test_foreign_name_is_not_taken_over_but_own_leftover_is_adopted(disk, unique, sweep) -> None:
+def test_foreign_name_is_not_taken_over_but_own_leftover_is_reclaimed(disk, unique, sweep) -> None:
     name = f"own-{unique}"
     sweep.append(("h1", name))
     xml = f"<domain type='qemu'><name>{name}</name><memory>65536</memory><os><type>hvm</type></os></domain>"
@@ -139,7 +139,7 @@ def test_foreign_name_is_not_taken_over_but_own_leftover_is_adopted(disk, unique
         gp.create(props)
     assert "65536" in lab.virsh("h1", "dumpxml", name)  # untouched
     lab.virsh("h1", "undefine", name)
-    # our own domain left behind by an interrupted run (state lost) is adopted, not duplicated
+    # our own domain left behind by an interrupted run (state lost) is reclaimed, not duplicated
     first = gp.create(props)
     again = gp.create(props)
     assert again.id == first.id and lab.domains("h1").count(name) == 1

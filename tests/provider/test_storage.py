@@ -208,11 +208,11 @@ def test_volume_overlay_copy_grow_shrink_keep(hosts, unique) -> None:
     # the base cannot go while the disk uses it
     BaseImageProvider().delete("x", {**image_props("h1"), **base})
     assert base["volumeName"] in lab.volumes("h1")
-    # delete keeps it; a new create adopts it (same backing); another backing is refused
+    # delete keeps it; a new create reuses it (same backing); another backing is refused
     vp.delete(made.id, grown.outs)
     assert f"ov-{unique}.qcow2" in lab.volumes("h1")
-    adopted = vp.create(bigger)
-    assert adopted.outs["adopted"] is True
+    reused = vp.create(bigger)
+    assert reused.outs["reused"] is True
     with pytest.raises(UnsafeChangeError, match="shrinking is refused"):
         vp.create(props)
     lab.virsh("h1", "vol-delete", "--pool", "guests", f"ov-{unique}.qcow2")

@@ -42,7 +42,7 @@ def good(image: str) -> dict:
 
 
 def parse_with(image: str, raw: dict):
-    return parse(raw, lambda key, path, build, env: load(key, path, build, os.getcwd(), env))
+    return parse(raw, lambda key, path, build, env: load(key, path, build, os.getcwd(), env), "virtfleet", "test")
 
 
 def test_good_fleet(image: str) -> None:
@@ -50,12 +50,12 @@ def test_good_fleet(image: str) -> None:
     athens = fleet.hosts[0]
     g = athens.guests[0]
     assert athens.spec.conn.host_key == KEY
-    assert g.values["memory"] == 4 << 30 and g.values["vcpus"] == 2 and g.disk_size == 50 << 30
+    assert g.spec.memory == 4 << 30 and g.spec.vcpus == 2 and g.disk_size == 50 << 30
     assert g.interfaces[0].mac == "d2:91:69:c0:14:9a" and g.interfaces[0].source == "enp30s0"
-    assert g.disk_mode == "overlay" and g.values["running"] and g.values["autostart"] and not g.delete_disk
+    assert g.disk_mode == "overlay" and g.spec.running and g.spec.autostart and not g.delete_disk
     r1 = fleet.hosts[1].guests[0]
-    assert r1.values["memory"] == 512 << 20 and r1.disk_mode == "copy"
-    assert not r1.values["running"] and not r1.values["autostart"]
+    assert r1.spec.memory == 512 << 20 and r1.disk_mode == "copy"
+    assert not r1.spec.running and not r1.spec.autostart
     assert r1.disk_size == 1 << 30  # default: the image's size rounded up to whole GiB
 
 
@@ -216,11 +216,11 @@ def test_build_command_runs_first(tmp_path) -> None:
     raw = {"images": {"b": {"path": str(target), "build": f"truncate -s 2M {target}"}},
            "hosts": {"a": {"address": "192.0.2.1", "hostNic": "eth0",
                            "guests": {"g": {"memory": 1, "mac": "52:54:00:00:00:01", "image": "b"}}}}}
-    fleet = parse(raw, lambda key, path, build, env: load(key, path, build, str(tmp_path), env))
+    fleet = parse(raw, lambda key, path, build, env: load(key, path, build, str(tmp_path), env), "virtfleet", "test")
     assert fleet.images["b"].size == 2 << 20 and fleet.images["b"].format == "raw"
     raw["images"]["b"]["build"] = "exit 3"
     with pytest.raises(ConfigError, match="images.b.build: build command failed"):
-        parse(raw, lambda key, path, build, env: load(key, path, build, str(tmp_path), env))
+        parse(raw, lambda key, path, build, env: load(key, path, build, str(tmp_path), env), "virtfleet", "test")
 
 
 def test_lvm_pool_needs_copy_disks(image: str) -> None:
@@ -246,7 +246,7 @@ def test_example_stack_parses_once_placeholders_are_replaced(image: str) -> None
         h["hostKey"] = KEY
     fleet = parse_with(image, raw)
     g = fleet.hosts[0].guests[0]
-    assert (g.name, g.values["memory"], g.disk_size, g.interfaces[0].mac, g.interfaces[0].source) == \
+    assert (g.name, g.spec.memory, g.disk_size, g.interfaces[0].mac, g.interfaces[0].source) == \
         ("some-athens-guest", 4 << 30, 50 << 30, "d2:91:69:c0:14:9a", "enp30s0")
 
 
@@ -289,7 +289,7 @@ def test_a_cloud_guest_on_a_network(image: str) -> None:
     assert (net.name, net.mode, net.bridge, net.address, net.dhcp.start, net.dhcp.end) == \
         ("lab", "nat", "vf-lab", "192.168.150.1/24", "192.168.150.128", "192.168.150.254")
     g = host.guests[0]
-    assert g.values["agent"] and g.values["waitForAddress"] == 120 and g.seed is not None
+    assert g.spec.agent and g.spec.wait_for_address == 120 and g.seed is not None
     assert "ssh_authorized_keys:\n- " + KEY in g.seed.user_data and "- htop" in g.seed.user_data
     assert "local-hostname: some-athens-guest" in g.seed.meta_data
     same = parse_with(image, raw).hosts[0].guests[0].seed
@@ -297,7 +297,7 @@ def test_a_cloud_guest_on_a_network(image: str) -> None:
     assert same == g.seed and same.instance_id == g.seed.instance_id
     assert changed.seed is not None and changed.seed.instance_id != g.seed.instance_id
     # the lease source alone is enough to wait for an address
-    assert parse_with(image, with_value(raw, f"{G}.agent", False)).hosts[0].guests[0].values["waitForAddress"] == 120
+    assert parse_with(image, with_value(raw, f"{G}.agent", False)).hosts[0].guests[0].spec.wait_for_address == 120
 
 
 @pytest.mark.parametrize(("build_env", "key", "message"), [
@@ -313,7 +313,7 @@ def test_bad_build_env_is_refused_before_the_build_runs(tmp_path, build_env, key
            "hosts": {"a": {"address": "192.0.2.1", "hostNic": "eth0",
                            "guests": {"g": {"memory": 1, "mac": "52:54:00:00:00:01", "image": "b"}}}}}
     with pytest.raises(ConfigError) as err:
-        parse(raw, lambda key, path, build, env: load(key, path, build, str(tmp_path), env))
+        parse(raw, lambda key, path, build, env: load(key, path, build, str(tmp_path), env), "virtfleet", "test")
     assert err.value.key == key and message in str(err.value)
     assert not marker.exists()
 

@@ -19,7 +19,7 @@ from providers.model.guest import GuestSpec, InterfaceSpec
 from providers.model.host import Connection, HostSpec, PoolSpec
 from providers.model.network import DhcpRange, NetworkSpec
 from providers.model.owner import Owner
-from providers.model.storage import Adoption, BaseImageSpec, VolumeSpec, base_digest, base_volume_name
+from providers.model.storage import BaseImageSpec, Takeover, VolumeSpec, base_digest, base_volume_name
 from providers.network import NetworkProvider
 from providers.volume import VolumeProvider
 from providers.xml import domain as domain_xml
@@ -40,7 +40,7 @@ SPECS: list[Any] = [
     NetworkSpec(CONN, "lan", "bridge", "br0"),
     VolumeSpec(CONN, "guests", "web.qcow2", 1 << 30, "overlay", base_volume_name("a" * 64, "raw"), "raw"),
     VolumeSpec(CONN, "guests", "db", 8 << 30, "copy", base_volume_name("b" * 64, "qcow2"), "qcow2", True,
-               Adoption("db", OWNER), OWNER),
+               Takeover("db", OWNER), OWNER),
     BaseImageSpec(CONN, "guests", "debian", "/images/debian.qcow2", "c" * 64, 2 << 30, "qcow2", 300 << 20),
     *GUESTS.values(),
 ]
@@ -80,10 +80,10 @@ def test_config_keys_are_the_declared_ones() -> None:
 
 def test_a_host_config_key_is_checked_by_its_declaration_and_named_in_full() -> None:
     with pytest.raises(ConfigError) as err:
-        config._host("athens", {"address": "192.0.2.10", "virtType": "xen"}, {})
+        config._host("athens", {"address": "192.0.2.10", "virtType": "xen"}, {}, "virtfleet", "test")
     assert err.value.key == "hosts.athens.virtType" and "kvm, qemu" in str(err.value)
     with pytest.raises(ConfigError) as err:
-        config._host("athens", {"address": "192.0.2.10", "port": 70000}, {})
+        config._host("athens", {"address": "192.0.2.10", "port": 70000}, {}, "virtfleet", "test")
     assert err.value.key == "hosts.athens.port"
 
 

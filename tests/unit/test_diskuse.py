@@ -34,3 +34,4 @@ def test_a_disk_not_its_own_is_never_grown_and_older_state_keeps_its_meaning() -
     assert diskuse.grow_refusal("h1", "web.qcow2", [], owned=True) == ""
     assert diskuse.owned({"adopted": False}) and not diskuse.owned({"adopted": True})
     assert diskuse.owned({"adopted": True, "adopt": {"domain": "web"}}) and not diskuse.owned({"owned": False})
+    assert not diskuse.owned({"reused": True}) and diskuse.reused({"adopted": True}) and not diskuse.reused({})

@@ -3,7 +3,7 @@
 A domain is taken over only if no other virtfleet resource owns it and its main disk (target vda, else its
 first disk) is the guest's own volume.  Its definition is then virtfleet's merged into the live one
 (`merge_xml.merge`): the UUID and every device and setting virtfleet does not manage are kept.  The preview
-(GuestProvider.check) and the create both use `takeover`, so what the preview says is what is done.
+(GuestProvider.check) and the create both use `plan`, so what the preview says is what is done.
 Pure: the callers pass the live definition in.
 """
 
@@ -52,16 +52,18 @@ def refusal(host: str, name: str, owner: Owner, disk_path: str, live_xml: str) -
                 "remove it from the other stack first")
     found = disk_source(main_disk(root))
     if found != disk_path:
-        return (f"host {host}: cannot adopt {name!r}: its main disk is {found or 'missing'!r}, but virtfleet expects "
-                f"the guest's volume {disk_path!r}: nothing changed. Shut {name} down, move its disk there (e.g. "
-                f"`mv {found or 'DISK'} {disk_path}` and `virsh pool-refresh POOL`, or copy it in with `virsh "
+        return (f"host {host}: cannot take over {name!r}: its main disk is {found or 'missing'!r}, but virtfleet "
+                f"expects the guest's volume {disk_path!r}: nothing changed. Shut {name} down, move its disk there "
+                f"(e.g. `mv {found or 'DISK'} {disk_path}` and `virsh pool-refresh POOL`, or copy it in with `virsh "
                 f"vol-create-as` + `vol-upload`), point the domain at it (`virsh edit {name}`), then run "
                 "`pulumi up` again")
     return ""
 
 
 @dataclass(frozen=True)
-class Takeover:
+class Plan:
+    """What taking over a domain defines and changes."""
+
     xml: str                                  # the definition to define (same UUID)
     changes: tuple[tuple[str, Any, Any], ...]  # (key, live value, value after the takeover)
     restart: tuple[str, ...]                  # the restart-class keys among the changes
@@ -74,7 +76,7 @@ def _comparable(key: str, value: Any) -> Any:
     return value
 
 
-def takeover(live_xml: str, spec: GuestSpec) -> Takeover:
+def plan(live_xml: str, spec: GuestSpec) -> Plan:
     """What taking over the live definition with `spec` defines, changes and keeps.  A main disk on another
     target than vda is replaced by virtfleet's vda disk (same file), never doubled."""
     root = ET.fromstring(live_xml)
@@ -92,7 +94,7 @@ def takeover(live_xml: str, spec: GuestSpec) -> Takeover:
     if target[0] not in ("vda", ""):
         changes.append(("disk", " ".join(filter(None, target)), "vda virtio"))
     restart = tuple(k for k, _, _ in changes if _CHANGE.get(k, "restart") == "restart")
-    return Takeover(merged, tuple(changes), restart, _kept(root, macs))
+    return Plan(merged, tuple(changes), restart, _kept(root, macs))
 
 
 def _vda_first(xml: str) -> str:
@@ -127,7 +129,7 @@ def _show(value: Any) -> str:
     return "none" if value in ("", None) else str(value)
 
 
-def summary(host: str, spec: GuestSpec, t: Takeover, active: bool, autostart: bool) -> str:
+def summary(host: str, spec: GuestSpec, t: Plan, active: bool, autostart: bool) -> str:
     """The line the preview (and the create) prints: each field that changes, the power action, what is kept."""
     what = [f"{k} {_show(a)} -> {_show(b)}" for k, a, b in t.changes] or ["nothing changes"]
     if autostart != spec.autostart:
@@ -139,4 +141,4 @@ def summary(host: str, spec: GuestSpec, t: Takeover, active: bool, autostart: bo
     elif not active and spec.running:
         what.append("started")
     kept = f"; kept: {'; '.join(sorted(t.kept.values()))}" if t.kept else ""
-    return f"{host}: adopting {spec.name} (defined outside virtfleet): {', '.join(what)}{kept}"
+    return f"{host}: taking over {spec.name} (defined outside virtfleet): {', '.join(what)}{kept}"

@@ -61,7 +61,7 @@ def test_adoption_keeps_uuid_disk_content_and_an_extra_device(base, unique, caps
         capsys.readouterr()
         assert not gp.check({}, props).failures
         said = capsys.readouterr().err
-        assert f"h1: adopting {name} (defined outside virtfleet): memory 67108864 -> 134217728" in said, said
+        assert f"h1: taking over {name} (defined outside virtfleet): memory 67108864 -> 134217728" in said, said
         assert f"graceful restart (it is running; memory, interfaces, graphics need it); kept: disk vdb {extra}" in said
         made = gp.create(props)
         assert made.id == uuid and made.outs["status"]["uuid"] == uuid

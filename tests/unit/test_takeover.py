@@ -6,11 +6,11 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from providers.model import adoption
+from providers.model import takeover
 from providers.model.guest import GuestSpec, InterfaceSpec
 from providers.model.host import Connection
 from providers.model.owner import Owner
-from providers.model.storage import Adoption, VolumeSpec
+from providers.model.storage import Takeover, VolumeSpec
 from providers.xml import domain as domain_xml
 
 pytestmark = pytest.mark.unit
@@ -47,12 +47,12 @@ def as_libvirt_has_it(driver: libvirt.virConnect, xml: str) -> str:
 
 def test_a_foreign_domain_on_the_guest_s_disk_is_not_refused(test_driver) -> None:
     live = as_libvirt_has_it(test_driver, foreign())
-    assert adoption.refusal("h1", "web", OWNER, DISK, live) == ""
+    assert takeover.refusal("h1", "web", OWNER, DISK, live) == ""
 
 
 def test_a_main_disk_elsewhere_is_refused_naming_both_paths_and_the_fix(test_driver) -> None:
     live = as_libvirt_has_it(test_driver, foreign(disk="/var/lib/libvirt/images/web.qcow2"))
-    why = adoption.refusal("h1", "web", OWNER, DISK, live)
+    why = takeover.refusal("h1", "web", OWNER, DISK, live)
     assert "'/var/lib/libvirt/images/web.qcow2'" in why and f"'{DISK}'" in why and "nothing changed" in why
     assert "pool-refresh" in why and "virsh edit web" in why
 
@@ -60,15 +60,15 @@ def test_a_main_disk_elsewhere_is_refused_naming_both_paths_and_the_fix(test_dri
 def test_another_virtfleet_owner_is_refused_naming_both_and_its_own_leftover_is_not() -> None:
     theirs = ("<virtfleet:owner xmlns:virtfleet='urn:virtfleet:owner:1'>"
               "<virtfleet:project>virtfleet</virtfleet:project><virtfleet:stack>other</virtfleet:stack><virtfleet:resource>web</virtfleet:resource></virtfleet:owner>")
-    why = adoption.refusal("h1", "web", OWNER, DISK, foreign(owner=theirs))
+    why = takeover.refusal("h1", "web", OWNER, DISK, foreign(owner=theirs))
     assert "managed by virtfleet/other/web, not by virtfleet/prod/web" in why and "even with adopt" in why
     own = theirs.replace(">other<", ">prod<")
-    assert adoption.refusal("h1", "web", OWNER, "/elsewhere", foreign(owner=own)) == ""
+    assert takeover.refusal("h1", "web", OWNER, "/elsewhere", foreign(owner=own)) == ""
 
 
 def test_takeover_keeps_uuid_and_foreign_devices_and_writes_the_owner(test_driver) -> None:
     live = as_libvirt_has_it(test_driver, foreign())
-    t = adoption.takeover(live, spec())
+    t = takeover.plan(live, spec())
     dom = test_driver.defineXML(t.xml)  # libvirt accepts it, over the same domain (same name and UUID)
     back = domain_xml.observe_domain(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
     assert back["uuid"] == "8a3e5a8e-2f4b-4c55-9d2c-0000000000aa" and back["owner"] == OWNER.__dict__
@@ -82,34 +82,34 @@ def test_takeover_keeps_uuid_and_foreign_devices_and_writes_the_owner(test_drive
 
 def test_nothing_to_change_is_said_so(test_driver) -> None:
     live = as_libvirt_has_it(test_driver, foreign())
-    t = adoption.takeover(live, spec(memory=128 << 20, vcpus=1, graphics="none"))
+    t = takeover.plan(live, spec(memory=128 << 20, vcpus=1, graphics="none"))
     assert t.changes == () and t.restart == ()
-    line = adoption.summary("h1", spec(), t, active=True, autostart=True)
-    assert line == ("h1: adopting web (defined outside virtfleet): nothing changes; "
+    line = takeover.summary("h1", spec(), t, active=True, autostart=True)
+    assert line == ("h1: taking over web (defined outside virtfleet): nothing changes; "
                     "kept: disk vdb /srv/data.raw; input tablet")
 
 
 def test_a_main_disk_on_another_bus_is_replaced_not_doubled(test_driver) -> None:
     live = as_libvirt_has_it(test_driver, foreign(target="sda", bus="sata"))
-    t = adoption.takeover(live, spec(memory=128 << 20, vcpus=1, graphics="none"))
+    t = takeover.plan(live, spec(memory=128 << 20, vcpus=1, graphics="none"))
     assert domain_xml.disk_sources(t.xml).count(DISK) == 1
     assert t.changes == (("disk", "sda sata", "vda virtio"),) and t.restart == ("disk",)
     test_driver.defineXML(t.xml)
 
 
 def test_the_preview_line_says_each_change_and_the_restart() -> None:
-    t = adoption.Takeover("<domain/>", (("memory", 1 << 30, 2 << 30), ("vcpus", 1, 2)), ("memory", "vcpus"),
+    t = takeover.Plan("<domain/>", (("memory", 1 << 30, 2 << 30), ("vcpus", 1, 2)), ("memory", "vcpus"),
                           {"x": "disk vdb /var/lib/x.qcow2"})
-    line = adoption.summary("h1", spec(autostart=True), t, active=True, autostart=False)
-    assert line == ("h1: adopting web (defined outside virtfleet): memory 1073741824 -> 2147483648, vcpus 1 -> 2, "
+    line = takeover.summary("h1", spec(autostart=True), t, active=True, autostart=False)
+    assert line == ("h1: taking over web (defined outside virtfleet): memory 1073741824 -> 2147483648, vcpus 1 -> 2, "
                     "autostart false -> true, graceful restart (it is running; memory, vcpus need it); "
                     "kept: disk vdb /var/lib/x.qcow2")
-    assert adoption.summary("h1", spec(), t, active=False, autostart=True).endswith(
+    assert takeover.summary("h1", spec(), t, active=False, autostart=True).endswith(
         "started; kept: disk vdb /var/lib/x.qcow2")
 
 
 def test_the_volume_carries_the_adoption_in_its_properties() -> None:
     v = VolumeSpec(CONN, "guests", "web.qcow2", 1 << 30, "overlay", "vfbase-x.qcow2", "qcow2",
-                   adopt=Adoption("web", OWNER))
+                   adopt=Takeover("web", OWNER))
     assert VolumeSpec.from_props(v.to_props()) == v
     assert VolumeSpec.from_props({**v.to_props(), "adopt": None}).adopt is None
