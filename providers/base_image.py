@@ -28,7 +28,7 @@ from providers.model import changes
 from providers.model.errors import HostError
 from providers.model.host import Connection
 from providers.model.storage import BaseImageSpec, base_digest
-from providers.remote import bases, session, storage, transfer
+from providers.remote import bases, session, storage, transfer, uploads
 from providers.xml import storage as storage_xml
 
 UPLOAD_PREFIX = "vfupload-"
@@ -47,10 +47,10 @@ def _refresh(p: libvirt.virStoragePool) -> None:
 
 def _clear_dead_uploads(c: Connection, p: libvirt.virStoragePool) -> None:
     """Remove what killed runs left of uploads of any image in the pool; another run's upload in progress
-    is alive and kept (`transfer.remove_dead_uploads`)."""
+    is alive and kept (`uploads.remove_dead_uploads`)."""
     paths = [vol.path() for name in p.listVolumes() if name.startswith(UPLOAD_PREFIX)
              if (vol := storage.lookup_volume(p, name)) is not None]
-    if transfer.remove_dead_uploads(c, paths):
+    if uploads.remove_dead_uploads(c, paths):
         _refresh(p)
 
 
@@ -178,10 +178,10 @@ def _publish(spec: BaseImageSpec, vol: libvirt.virStorageVol) -> str:
     tmp_path = vol.path()
     final = os.path.join(os.path.dirname(tmp_path), spec.volume_name)
     trace(f"begin verify {c.host}")
-    if not transfer.verify_and_publish(c, tmp_path, final, spec.size, "digest", spec.digest):
+    if not uploads.verify_and_publish(c, tmp_path, final, spec.size, "digest", spec.digest):
         crc = localimage.posix_cksum(spec.source)
         algo, want = ("crc", crc) if crc else ("sha256", localimage.sha256_file(spec.source))
-        transfer.verify_and_publish(c, tmp_path, final, spec.size, algo, want)
+        uploads.verify_and_publish(c, tmp_path, final, spec.size, algo, want)
     trace(f"end verify {c.host}")
     return final
 

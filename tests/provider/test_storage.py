@@ -16,7 +16,7 @@ from providers.host import HostProvider
 from providers.local import image as localimage
 from providers.model.errors import HostError, UnsafeChangeError
 from providers.model.host import Connection
-from providers.remote import session, transfer
+from providers.remote import session, transfer, uploads
 from providers.volume import VolumeProvider
 from tests import lab
 from tests.provider.fixtures import host_props, image_props, volume_props
@@ -60,7 +60,7 @@ def test_upload_verify_publish_then_skip(hosts, tmp_path, monkeypatch) -> None:
         assert digest == localimage.sha256_file(str(src)) and mode == "444"
         assert not _uploads(props)
         # a killed run's leftover of another image goes at the next create on the host, even one that reuses
-        monkeypatch.setattr(transfer, "UPLOAD_GRACE", 0)
+        monkeypatch.setattr(uploads, "UPLOAD_GRACE", 0)
         killed = "vfupload-0123456789abcdef-deadbeef"
         lab.virsh("h2", "vol-create-as", "guests", killed, "1M", "--format", "raw")
         again = bp.create(props)
@@ -137,7 +137,7 @@ def test_two_stacks_uploading_one_image_to_one_host_both_succeed(hosts, tmp_path
     first's upload is under way: neither removes the other's temporary volume, both succeed, and one base
     remains with both holding it.  Killed runs' leftovers (of that image and another) are removed.  No grace period
     here: the receiver's lock alone must keep a live upload."""
-    monkeypatch.setattr(transfer, "UPLOAD_GRACE", 0)
+    monkeypatch.setattr(uploads, "UPLOAD_GRACE", 0)
     src = tmp_path / "shared.raw"
     with open(src, "wb") as f:
         for _ in range(256):

@@ -96,7 +96,7 @@ def test_the_host_side_check_is_the_same_source_run_alone(tmp_path) -> None:
     size = os.path.getsize(img)
 
     def host(path, n):
-        return subprocess.run([sys.executable, "-I", "-c", transfer._CLUSTERMAP_SOURCE, str(path), str(n)],
+        return subprocess.run([sys.executable, "-I", "-c", transfer.CLUSTERMAP_SOURCE, str(path), str(n)],
                               capture_output=True, text=True, cwd=tmp_path)
 
     ran = host(img, size)

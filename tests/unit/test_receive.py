@@ -60,7 +60,7 @@ def test_streamed_map_refuses_runs_that_go_back_or_past_the_end() -> None:
 
 def _host(args: list[str], feed) -> tuple[subprocess.CompletedProcess[bytes], int | None]:
     """Run the host side; `feed(pipe_fd)` writes its stdin after "ready".  Returns (process, fed result)."""
-    proc = subprocess.Popen([sys.executable, "-I", "-c", transfer._CLUSTERMAP_SOURCE, "receive", *args],
+    proc = subprocess.Popen([sys.executable, "-I", "-c", transfer.CLUSTERMAP_SOURCE, "receive", *args],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
     fed = None

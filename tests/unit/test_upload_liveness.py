@@ -12,15 +12,15 @@ import time
 import pytest
 
 from providers.hostside import clustermap
-from providers.remote import transfer
+from providers.remote import transfer, uploads
 from tests.unit.test_receive import _host, _odd_image
 
 pytestmark = pytest.mark.unit
 
 
 def _remove_dead(grace: int, *paths: str) -> list[str]:
-    """The host's side of `transfer.remove_dead_uploads`, run here as the host runs it."""
-    ran = subprocess.run(["sh", "-c", transfer._REMOVE_DEAD, "sh", str(grace), *paths], capture_output=True,
+    """The host's side of `uploads.remove_dead_uploads`, run here as the host runs it."""
+    ran = subprocess.run(["sh", "-c", uploads._REMOVE_DEAD, "sh", str(grace), *paths], capture_output=True,
                          text=True, check=True)
     return ran.stdout.split()
 
@@ -67,7 +67,7 @@ def test_the_checked_publish_never_replaces_a_published_base(tmp_path) -> None:
     dst.write_bytes(b"x" * 4096)
     first = dst.stat().st_ino
     want = subprocess.run(["sh", "-c", f"cksum < {src}"], capture_output=True, text=True).stdout.split()[0]
-    ran = subprocess.run(["sh", "-c", transfer._VERIFY_AND_PUBLISH, "sh", "crc", want, "4096", str(src), str(dst),
+    ran = subprocess.run(["sh", "-c", uploads._VERIFY_AND_PUBLISH, "sh", "crc", want, "4096", str(src), str(dst),
                           "", "", "python3"], capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
     assert dst.stat().st_ino == first and not src.exists()
@@ -82,7 +82,7 @@ def test_only_old_unlocked_uploads_are_dead(tmp_path) -> None:
         os.utime(f, (hour_ago, hour_ago))
     with open(locked, "rb") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
-        removed = _remove_dead(transfer.UPLOAD_GRACE, str(old), str(young), str(locked),
+        removed = _remove_dead(uploads.UPLOAD_GRACE, str(old), str(young), str(locked),
                                str(tmp_path / "vfupload-d-gone"))
     assert removed == [str(old)]
     assert not old.exists() and young.exists() and locked.exists()
@@ -118,12 +118,12 @@ def _run(script: str, bin_dir, *args: str) -> subprocess.CompletedProcess[str]:
 def test_a_dead_lv_upload_is_removed_an_open_or_young_one_kept(lv, tmp_path) -> None:
     dev, bin_dir, log, _ = lv
     os.chmod(dev, os.stat(dev).st_mode & 0o7777)  # its node changed now, as an LV's appears when it is made
-    assert _run(transfer._REMOVE_DEAD, bin_dir, "3600", dev).stdout == ""  # younger than the grace: not asked
+    assert _run(uploads._REMOVE_DEAD, bin_dir, "3600", dev).stdout == ""  # younger than the grace: not asked
     assert not log.exists()
     (tmp_path / "open").touch()
-    assert _run(transfer._REMOVE_DEAD, bin_dir, "0", dev).stdout == ""  # open: lvremove refuses, kept
+    assert _run(uploads._REMOVE_DEAD, bin_dir, "0", dev).stdout == ""  # open: lvremove refuses, kept
     (tmp_path / "open").unlink()
-    assert _run(transfer._REMOVE_DEAD, bin_dir, "0", dev).stdout.split() == [dev]
+    assert _run(uploads._REMOVE_DEAD, bin_dir, "0", dev).stdout.split() == [dev]
     assert log.read_text().splitlines() == [f"lvremove -q -f -- {dev} fd9=closed"]
 
 
@@ -131,11 +131,11 @@ def test_an_lv_upload_is_held_open_while_it_is_checked_and_renamed(lv, tmp_path)
     dev, bin_dir, log, backing = lv
     size = 1 << 20
     want = hashlib.sha256(backing.read_bytes()).hexdigest()
-    ran = _run(transfer._VERIFY_AND_PUBLISH, bin_dir, "sha256", want, str(size), dev, "/dev/vg/vfbase-x.raw",
+    ran = _run(uploads._VERIFY_AND_PUBLISH, bin_dir, "sha256", want, str(size), dev, "/dev/vg/vfbase-x.raw",
                "vg", "", "python3")
     assert ran.returncode == 0, ran.stderr
     assert log.read_text().splitlines() == [f"lvrename vg {os.path.basename(dev)} vfbase-x.raw fd9=open",
                                             "lvchange --permission r /dev/vg/vfbase-x.raw fd9=closed"]
-    bad = _run(transfer._VERIFY_AND_PUBLISH, bin_dir, "sha256", "0" * 64, str(size), dev, "/dev/vg/vfbase-y.raw",
+    bad = _run(uploads._VERIFY_AND_PUBLISH, bin_dir, "sha256", "0" * 64, str(size), dev, "/dev/vg/vfbase-y.raw",
                "vg", "", "python3")
     assert bad.returncode == 3 and len(log.read_text().splitlines()) == 2  # a mismatch publishes nothing
