@@ -34,24 +34,13 @@ from providers.xml import storage as storage_xml
 UPLOAD_PREFIX = "vfupload-"
 
 
-def _refresh(p: libvirt.virStoragePool) -> None:
-    for attempt in range(20):
-        try:
-            p.refresh(0)
-            return
-        except libvirt.libvirtError:
-            if attempt == 19:
-                raise
-            time.sleep(0.25)
-
-
 def _clear_dead_uploads(c: Connection, p: libvirt.virStoragePool) -> None:
     """Remove what killed runs left of uploads of any image in the pool; another run's upload in progress
     is alive and kept (`uploads.remove_dead_uploads`)."""
-    paths = [vol.path() for name in p.listVolumes() if name.startswith(UPLOAD_PREFIX)
+    paths = [vol.path() for name in storage.volume_names(p) if name.startswith(UPLOAD_PREFIX)
              if (vol := storage.lookup_volume(p, name)) is not None]
     if uploads.remove_dead_uploads(c, paths):
-        _refresh(p)
+        storage.refresh(p)
 
 
 def _discard(spec: BaseImageSpec, tmp_name: str) -> None:
@@ -63,7 +52,7 @@ def _discard(spec: BaseImageSpec, tmp_name: str) -> None:
         if not session.virt(spec.conn).isAlive():
             session.forget(spec.conn)
         p = storage.pool(spec.conn, spec.pool)
-        _refresh(p)  # the host's end of an upload removes its file itself
+        storage.refresh(p)  # the host's end of an upload removes its file itself
         storage.delete(p, tmp_name)
     except Exception as exc:  # noqa: BLE001 - cleanup must not hide the original error
         session.forget(spec.conn)
@@ -75,7 +64,7 @@ def _plan(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[delta.Plan | 
     here (made by an upload from this machine) are where its blocks are copied from; the rest is sent.
     (None, ()) when the host has none: everything is sent."""
     paths, indexes = [], []
-    for name in p.listVolumes():
+    for name in storage.volume_names(p):
         if (digest := base_digest(name, "raw")) and name != spec.volume_name:
             index = delta.load_index(digest)
             vol = storage.lookup_volume(p, name) if index else None
@@ -92,7 +81,7 @@ def _delta_source(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[str, 
     """For a host without python3: the base already there that this image differs least from at the same
     offsets, and the extents to send; only when its cluster map is known here and under half changed."""
     old_maps = {}
-    for name in p.listVolumes():
+    for name in storage.volume_names(p):
         if (digest := base_digest(name, spec.format)) and name != spec.volume_name:
             old_map = delta.load(digest)
             if old_map:
@@ -156,7 +145,7 @@ def _fill(spec: BaseImageSpec, p: libvirt.virStoragePool,
         old_path, extents = source
         tmp_path = os.path.join(os.path.dirname(old_path), tmp_name)
         storage.clone_file(c, old_path, tmp_path)
-        _refresh(p)
+        storage.refresh(p)
         vol = storage.lookup_volume(p, tmp_name)
         if vol is not None:
             how = f"delta over {os.path.basename(old_path)[:23]}..., {len(extents)} extents"
@@ -203,7 +192,7 @@ def _upload(spec: BaseImageSpec, p: libvirt.virStoragePool) -> tuple[int, str]:
         _discard(spec, tmp_name)
         raise
     say(f"{c.host}: {spec.image} uploaded in {time.monotonic() - t0:.1f}s, {how}")
-    _refresh(p)
+    storage.refresh(p)
     trace(f"begin clustermap {c.host}")
     delta.remember(spec.digest, spec.source)
     trace(f"end clustermap {c.host}")
@@ -217,7 +206,7 @@ class BaseImageProvider(BaseProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         spec = BaseImageSpec.from_props(props)
         p = storage.pool(spec.conn, spec.pool)
-        _refresh(p)
+        storage.refresh(p)
         _clear_dead_uploads(spec.conn, p)
         for _attempt in range(3):  # a base removed by its last user while we looked is uploaded again
             vol = storage.lookup_volume(p, spec.volume_name)
@@ -230,7 +219,7 @@ class BaseImageProvider(BaseProvider):
             answer = bases.act(spec.conn, "hold", path, holder)
             if answer != "missing":
                 break
-            _refresh(p)
+            storage.refresh(p)
         else:
             raise HostError(spec.conn.host, f"holding base volume {spec.volume_name}",
                             "it was removed each time right after it was found or uploaded",
@@ -258,7 +247,7 @@ class BaseImageProvider(BaseProvider):
             return
         answer = bases.act(spec.conn, "release", vol.path(), str(props.get("holder") or ""))
         if answer == "removed":
-            _refresh(p)
+            storage.refresh(p)
         elif answer.startswith("kept held"):
             say(f"{spec.conn.host}: kept base volume {spec.volume_name}: {answer.split()[-1]} other BaseImage "
                 "resource(s) (other stacks) still hold it")

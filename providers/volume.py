@@ -11,7 +11,6 @@ delete keeps the disk unless deleteOnDestroy is true, and whenever anything else
 from __future__ import annotations
 
 import os
-import xml.etree.ElementTree as ET
 from typing import Any
 
 import libvirt
@@ -40,18 +39,14 @@ def _base(spec: VolumeSpec, p: libvirt.virStoragePool) -> libvirt.virStorageVol:
 
 
 def _check_reusable(spec: VolumeSpec, vol: libvirt.virStorageVol, base_path: str) -> None:
-    seen = storage_xml.observe_volume(vol.XMLDesc(0))
-    if spec.mode == "overlay" and seen["backingPath"] != base_path:
+    seen = storage.facts(vol)
+    if spec.mode == "overlay" and seen.backing_path != base_path:
         raise UnsafeChangeError(f"host {spec.conn.host}: disk {spec.name!r} already exists with backing file "
-                           f"{seen['backingPath'] or 'none'!r}, not {base_path!r}: not reused, nothing changed. "
+                           f"{seen.backing_path or 'none'!r}, not {base_path!r}: not reused, nothing changed. "
                            "Give the guest another name, or move that disk away if it is really unused")
-    if int(seen["capacity"]) > spec.capacity:
-        raise UnsafeChangeError(f"host {spec.conn.host}: kept disk {spec.name!r} is {human(int(seen['capacity']))}, "
+    if seen.capacity > spec.capacity:
+        raise UnsafeChangeError(f"host {spec.conn.host}: kept disk {spec.name!r} is {human(seen.capacity)}, "
                                 f"larger than diskSize {human(spec.capacity)}: shrinking is refused. Raise diskSize")
-
-
-def _pool_path(p: libvirt.virStoragePool) -> str:
-    return ET.fromstring(p.XMLDesc(0)).findtext("target/path", "")
 
 
 def _check_takeover(spec: VolumeSpec, p: libvirt.virStoragePool) -> None:
@@ -61,29 +56,29 @@ def _check_takeover(spec: VolumeSpec, p: libvirt.virStoragePool) -> None:
     dom = domains.by_name(session.virt(spec.conn), spec.adopt.domain)
     if dom is None:
         return
-    path = f"{_pool_path(p)}/{spec.name}"
+    path = f"{storage.pool_path(p)}/{spec.name}"
     why = takeover.refusal(spec.conn.host, spec.adopt.domain, spec.adopt.owner, path, domains.inactive_xml(dom))
     if why:
         raise UnsafeChangeError(why)
 
 
-def _as_is_refusal(spec: VolumeSpec, seen: dict[str, Any], logical: bool, path: str) -> tuple[str, str]:
+def _as_is_refusal(spec: VolumeSpec, seen: storage_xml.VolumeFacts, logical: bool, path: str) -> tuple[str, str]:
     """(the key, why) an existing disk cannot be taken over as it is: larger than diskSize (it would never
     shrink) or not the format virtfleet defines for the pool; ("", "") when it can."""
-    if int(seen["capacity"]) > spec.capacity:
-        return "capacity", (f"host {spec.conn.host}: disk {spec.name!r} is {human(int(seen['capacity']))}, larger "
+    if seen.capacity > spec.capacity:
+        return "capacity", (f"host {spec.conn.host}: disk {spec.name!r} is {human(seen.capacity)}, larger "
                             f"than diskSize {human(spec.capacity)}: a disk taken over is kept as it is and never "
-                            f"shrunk, nothing changed. Set diskSize to at least {human(int(seen['capacity']))}")
-    if not logical and seen["format"] != "qcow2":
-        return "adopt", (f"host {spec.conn.host}: disk {spec.name!r} is {seen['format'] or 'of unknown format'}, "
+                            f"shrunk, nothing changed. Set diskSize to at least {human(seen.capacity)}")
+    if not logical and seen.format != "qcow2":
+        return "adopt", (f"host {spec.conn.host}: disk {spec.name!r} is {seen.format or 'of unknown format'}, "
                          "but guests' disks in a dir pool are qcow2: not taken over, nothing changed. Convert it "
                          f"first (`qemu-img convert -O qcow2 OLD {path}`, with the guest shut down)")
     return "", ""
 
 
-def _take_as_is(spec: VolumeSpec, vol: libvirt.virStorageVol, logical: bool) -> dict[str, Any]:
+def _take_as_is(spec: VolumeSpec, vol: libvirt.virStorageVol, logical: bool) -> storage_xml.VolumeFacts:
     """An existing disk taken over with its guest: never rewritten (see `_as_is_refusal`)."""
-    seen = storage_xml.observe_volume(vol.XMLDesc(0))
+    seen = storage.facts(vol)
     _, why = _as_is_refusal(spec, seen, logical, vol.path())
     if why:
         raise UnsafeChangeError(why)
@@ -106,7 +101,7 @@ def _existing(spec: VolumeSpec, vol: libvirt.virStorageVol) -> tuple[str, bool]:
     record = bases.disk_record(spec.conn, vol.path())
     why = diskuse.reuse_refusal(spec.conn.host, spec.name, _ours(spec), users, record.backs, record.owner)
     owned = spec.adopt is not None or record.owner is not None and record.owner == _ours(spec)
-    if not why and vol.info()[1] < spec.capacity:
+    if not why and storage.capacity(vol) < spec.capacity:
         why = diskuse.grow_refusal(spec.conn.host, spec.name, [], owned)
     return why, owned
 
@@ -122,11 +117,11 @@ def _preview_existing(spec: VolumeSpec) -> tuple[str, str]:
         return "name", why
     if spec.adopt is None:
         try:
-            _check_reusable(spec, vol, f"{_pool_path(p)}/{spec.base_volume}")
+            _check_reusable(spec, vol, f"{storage.pool_path(p)}/{spec.base_volume}")
         except UnsafeChangeError as exc:
             return "name", str(exc)
         return "", ""
-    seen = storage_xml.observe_volume(vol.XMLDesc(0))
+    seen = storage.facts(vol)
     return _as_is_refusal(spec, seen, storage.pool_type(p) == "logical", vol.path())
 
 
@@ -138,11 +133,7 @@ def _grow(spec: VolumeSpec, vol: libvirt.virStorageVol, owned: bool) -> None:
     why = diskuse.grow_refusal(spec.conn.host, spec.name, _others(spec, users), owned)
     if why:
         raise UnsafeChangeError(why)
-    for user in users:
-        if user.running:
-            user.dom.blockResize(path, spec.capacity, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
-            return
-    vol.resize(spec.capacity, 0)
+    storage.grow(vol, spec.capacity, next((u.dom for u in users if u.running), None))
 
 
 def _copy_into_lv(spec: VolumeSpec, p: libvirt.virStoragePool, base: libvirt.virStorageVol) -> libvirt.virStorageVol:
@@ -196,7 +187,7 @@ class VolumeProvider(BaseProvider):
             if why:
                 raise UnsafeChangeError(why)
         if vol is not None and spec.adopt is not None:
-            base_path = str(_take_as_is(spec, vol, storage.pool_type(p) == "logical")["backingPath"])
+            base_path = _take_as_is(spec, vol, storage.pool_type(p) == "logical").backing_path
         elif vol is not None:
             _check_reusable(spec, vol, base.path())
             say(f"{spec.conn.host}: reusing kept disk {spec.name}")
@@ -206,10 +197,10 @@ class VolumeProvider(BaseProvider):
             definition = storage_xml.volume(spec.name, spec.capacity, "qcow2", base.path(), spec.base_format)
             vol = storage.create(p, definition)
         else:
-            vol = p.createXMLFrom(storage_xml.volume(spec.name, spec.capacity, "qcow2"), base, 0)
+            vol = storage.copy_from(p, storage_xml.volume(spec.name, spec.capacity, "qcow2"), base)
         if owned and spec.owner is not None:
             bases.claim_disk(spec.conn, vol.path(), _ours(spec))
-        if vol.info()[1] < spec.capacity:
+        if storage.capacity(vol) < spec.capacity:
             _grow(spec, vol, owned)
         outs = {**inputs_of(props), "path": vol.path(), "reused": reused, "basePath": base_path, "owned": owned}
         return CreateResult(f"{spec.conn.host}:{spec.pool}/{spec.name}", outs)
@@ -220,8 +211,8 @@ class VolumeProvider(BaseProvider):
         vol = storage.lookup_volume(p, spec.name) if p is not None else None
         if vol is None:
             return ReadResult(None, {})
-        seen = storage_xml.observe_volume(vol.XMLDesc(0))
-        return ReadResult(id_, {**inputs_of(props), "capacity": int(seen["capacity"]), "path": seen["path"]})
+        seen = storage.facts(vol)
+        return ReadResult(id_, {**inputs_of(props), "capacity": seen.capacity, "path": seen.path})
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         spec = VolumeSpec.from_props(news)
@@ -230,7 +221,7 @@ class VolumeProvider(BaseProvider):
         if vol is None:
             raise HostError(spec.conn.host, f"resizing disk {spec.name!r}", "it is gone",
                             "Run `pulumi up --refresh` to recreate it")
-        current = vol.info()[1]
+        current = storage.capacity(vol)
         if spec.capacity < current:
             raise UnsafeChangeError(f"host {spec.conn.host}: disk {spec.name} is {human(current)}; diskSize "
                                f"{human(spec.capacity)} would shrink it: refused")
@@ -278,7 +269,7 @@ def _in_use(spec: VolumeSpec, vol: libvirt.virStorageVol) -> str:
 def _collect_base(spec: VolumeSpec, p: libvirt.virStoragePool, base: str) -> None:
     """After a disk is gone: its base goes too when no BaseImage holds it and no other disk uses it."""
     if is_base_volume(base) and bases.act(spec.conn, "collect", base) == "removed":
-        p.refresh(0)
+        storage.refresh(p)
         say(f"{spec.conn.host}: removed base {os.path.basename(base)}: its last disk is gone and no BaseImage "
             "holds it")
 

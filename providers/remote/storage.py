@@ -3,6 +3,7 @@ into volumes is `transfer`.)"""
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -58,12 +59,16 @@ def lookup_volume(p: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol
     return or_none(p.storageVolLookupByName, name)
 
 
-def volumes(p: libvirt.virStoragePool) -> list[dict[str, object]]:
+def facts(vol: libvirt.virStorageVol) -> storage_xml.VolumeFacts:
+    return storage_xml.observe_volume(vol.XMLDesc(0))
+
+
+def volumes(p: libvirt.virStoragePool) -> list[storage_xml.VolumeFacts]:
     """Every volume of the pool, observed (name, path, capacity, backing file)."""
     out = []
     for vol in p.listAllVolumes(0):
         try:
-            out.append(storage_xml.observe_volume(vol.XMLDesc(0)))
+            out.append(facts(vol))
         except libvirt.libvirtError as exc:
             if not is_not_found(exc):  # removed while we listed: skip it
                 raise
@@ -72,7 +77,7 @@ def volumes(p: libvirt.virStoragePool) -> list[dict[str, object]]:
 
 def users_of(p: libvirt.virStoragePool, path: str) -> list[str]:
     """Names of the volumes whose backing file is `path`."""
-    return sorted(str(v["name"]) for v in volumes(p) if v["backingPath"] == path)
+    return sorted(v.name for v in volumes(p) if v.backing_path == path)
 
 
 def create(p: libvirt.virStoragePool, xml: str) -> libvirt.virStorageVol:
@@ -95,6 +100,44 @@ def delete(p: libvirt.virStoragePool, name: str) -> bool:
 def pool_type(p: libvirt.virStoragePool) -> str:
     """'dir', 'logical', ... as libvirt defines the pool."""
     return ET.fromstring(p.XMLDesc(0)).get("type", "")
+
+
+def pool_path(p: libvirt.virStoragePool) -> str:
+    return ET.fromstring(p.XMLDesc(0)).findtext("target/path", "")
+
+
+def refresh(p: libvirt.virStoragePool) -> None:
+    """Have libvirt list the pool's files again; retried while another refresh of the pool is under way."""
+    for attempt in range(20):
+        try:
+            p.refresh(0)
+            return
+        except libvirt.libvirtError:
+            if attempt == 19:
+                raise
+            time.sleep(0.25)
+
+
+def volume_names(p: libvirt.virStoragePool) -> list[str]:
+    return list(p.listVolumes())
+
+
+def capacity(vol: libvirt.virStorageVol) -> int:
+    return int(vol.info()[1])
+
+
+def copy_from(p: libvirt.virStoragePool, xml: str, source: libvirt.virStorageVol) -> libvirt.virStorageVol:
+    """A new volume of `xml` with the content of `source` (libvirt copies it on the host)."""
+    return p.createXMLFrom(xml, source, 0)
+
+
+def grow(vol: libvirt.virStorageVol, size: int, through: libvirt.virDomain | None) -> None:
+    """Resize to `size` bytes: through the running domain `through` that has it open (the guest sees the new
+    size at once), or the file itself."""
+    if through is not None:
+        through.blockResize(vol.path(), size, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+    else:
+        vol.resize(size, 0)
 
 
 LV_EXTENT = 4 << 20  # LVM's default extent: an LV's size is a multiple of it

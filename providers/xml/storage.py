@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from typing import Any
+from dataclasses import dataclass
 
 from providers.model.host import PoolSpec
 from providers.xml.util import attr, sub, text, to_string
@@ -43,9 +43,20 @@ def volume(name: str, capacity: int, fmt: str, backing_path: str = "", backing_f
     return to_string(root)
 
 
-def observe_volume(xml: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class VolumeFacts:
+    """A volume as libvirt describes it ('' for what it does not say)."""
+
+    name: str
+    path: str
+    capacity: int
+    format: str
+    backing_path: str
+    backing_format: str
+
+
+def observe_volume(xml: str) -> VolumeFacts:
     root = ET.fromstring(xml)
-    return {"name": _text(root, "name"), "path": _text(root, "target/path"),
-            "capacity": int(_text(root, "capacity", "0") or 0), "format": _attr(root, "target/format", "type"),
-            "backingPath": _text(root, "backingStore/path"),
-            "backingFormat": _attr(root, "backingStore/format", "type")}
+    return VolumeFacts(_text(root, "name"), _text(root, "target/path"), int(_text(root, "capacity", "0") or 0),
+                       _attr(root, "target/format", "type"), _text(root, "backingStore/path"),
+                       _attr(root, "backingStore/format", "type"))

@@ -77,7 +77,7 @@ def test_volumes_read_back_from_libvirt_as_defined(test_driver: libvirt.virConne
     pool = test_driver.storagePoolLookupByName("default-pool")
     vol = pool.createXML(storage_xml.volume("vm1.raw", 1 << 30, "raw"), 0)
     seen = storage_xml.observe_volume(vol.XMLDesc(0))
-    assert (seen["name"], seen["capacity"]) == ("vm1.raw", 1 << 30)
+    assert (seen.name, seen.capacity) == ("vm1.raw", 1 << 30)
     assert storage_xml.pool(PoolSpec()).startswith("<pool type=\"dir\">")
 
 
