@@ -217,7 +217,7 @@ class BaseImageProvider(BaseProvider):
                 reused = False
             holder = secrets.token_hex(8)
             answer = bases.act(spec.conn, "hold", path, holder)
-            if answer != "missing":
+            if answer.state != "missing":
                 break
             storage.refresh(p)
         else:
@@ -225,7 +225,7 @@ class BaseImageProvider(BaseProvider):
                             "it was removed each time right after it was found or uploaded",
                             "Another run is removing it: let that finish, then run `pulumi up` again")
         outs = {**inputs_of(props), "volumeName": spec.volume_name, "path": path, "bytesSent": sent,
-                "reused": reused, "holder": holder if answer == "held" else ""}
+                "reused": reused, "holder": holder if answer.state == "held" else ""}
         return CreateResult(f"{spec.conn.host}:{spec.volume_name}", outs)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -246,18 +246,18 @@ class BaseImageProvider(BaseProvider):
         if vol is None:
             return
         answer = bases.act(spec.conn, "release", vol.path(), str(props.get("holder") or ""))
-        if answer == "removed":
+        if answer.state == "removed":
             storage.refresh(p)
-        elif answer.startswith("kept held"):
-            say(f"{spec.conn.host}: kept base volume {spec.volume_name}: {answer.split()[-1]} other BaseImage "
+        elif answer.state == "kept held":
+            say(f"{spec.conn.host}: kept base volume {spec.volume_name}: {answer.detail} other BaseImage "
                 "resource(s) (other stacks) still hold it")
-        elif answer.startswith("kept used"):
+        elif answer.state == "kept used":
             say(f"{spec.conn.host}: kept base volume {spec.volume_name}: still the backing file of "
-                f"{answer.split(maxsplit=2)[-1]}; it is removed with the last disk made from it")
-        elif answer == "kept pinned":
+                f"{answer.detail}; it is removed with the last disk made from it")
+        elif answer.state == "kept pinned":
             say(f"{spec.conn.host}: kept base volume {spec.volume_name}: pinned (more holders than its "
                 "attributes could list); remove it with `virsh vol-delete` once no disk uses it")
-        elif answer == "untracked":  # a base from before holders, an LV, or no python3: only its users count
+        elif answer.state == "untracked":  # a base from before holders, an LV, or no python3: only its users count
             users = storage.users_of(p, vol.path())
             if users:
                 say(f"{spec.conn.host}: kept base volume {spec.volume_name}: still the backing file of "

@@ -268,7 +268,7 @@ def _in_use(spec: VolumeSpec, vol: libvirt.virStorageVol) -> str:
 
 def _collect_base(spec: VolumeSpec, p: libvirt.virStoragePool, base: str) -> None:
     """After a disk is gone: its base goes too when no BaseImage holds it and no other disk uses it."""
-    if is_base_volume(base) and bases.act(spec.conn, "collect", base) == "removed":
+    if is_base_volume(base) and bases.act(spec.conn, "collect", base).state == "removed":
         storage.refresh(p)
         say(f"{spec.conn.host}: removed base {os.path.basename(base)}: its last disk is gone and no BaseImage "
             "holds it")

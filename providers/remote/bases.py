@@ -23,13 +23,25 @@ def _host(c: Connection, *args: str) -> list[str]:
     return out[:MAX_ANSWER].strip().splitlines() or ["untracked"]
 
 
-def act(c: Connection, op: str, base: str, holder: str = "") -> str:
-    """`op` (hold, release, collect) on the host's base file `base`; returns the host's one-line answer:
-    held, missing, removed, "kept held N", "kept used NAME", "kept pinned" or untracked (no python3 on
-    the host, or no user extended attributes there: nothing is tracked)."""
+@dataclass(frozen=True)
+class Answer:
+    """The host's answer about a base: `state` is held, missing, removed, "kept held" (by `detail` other
+    holders), "kept used" (the backing file of `detail`), "kept pinned" or untracked (no python3 on the
+    host, or no user extended attributes there: nothing is tracked)."""
+
+    state: str
+    detail: str = ""
+
+
+def act(c: Connection, op: str, base: str, holder: str = "") -> Answer:
+    """`op` (hold, release, collect) on the host's base file `base`."""
     if base.startswith("/dev/"):
-        return "untracked"  # an LV: no extended attributes
-    return _host(c, op, base, holder)[0]
+        return Answer("untracked")  # an LV: no extended attributes
+    line = _host(c, op, base, holder)[0]
+    for kept in ("kept held", "kept used"):
+        if line.startswith(kept + " "):
+            return Answer(kept, line[len(kept) + 1:])
+    return Answer(line)
 
 
 @dataclass(frozen=True)
