@@ -6,8 +6,8 @@ import os
 import pulumi
 
 from components.config import parse, unknown_top_keys
+from components.guests import GuestResources
 from components.hypervisor import Hypervisor
-from components.machine import Machine
 from providers.local.childenv import private_process
 from providers.local.image import load
 from providers.local.trace import trace
@@ -27,8 +27,9 @@ hypervisors = {h.key: Hypervisor(h, fleet.images) for h in fleet.hosts}
 # registered round-robin across hosts: the engine runs the first --parallel ready steps in this order, so
 # a large fleet keeps every host's libvirtd busy instead of the first host's only
 by_host = [[(h, g) for g in h.guests] for h in fleet.hosts]
-machines = [Machine(g, hypervisors[h.key]) for turn in itertools.zip_longest(*by_host) for h, g in filter(None, turn)]
+guests = [GuestResources(g, hypervisors[h.key])
+          for turn in itertools.zip_longest(*by_host) for h, g in filter(None, turn)]
 pulumi.export("hosts", {k: {"uri": hv.host.uri, "libvirt": hv.host.libvirtVersion, "kvm": hv.host.kvmUsable}
                         for k, hv in hypervisors.items()})
-pulumi.export("guests", {m.key: m.outputs for m in machines})
+pulumi.export("guests", {g.key: g.outputs for g in guests})
 trace("program registered everything")

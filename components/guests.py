@@ -1,4 +1,4 @@
-"""Machine: one guest = its disk (Volume, `KEY-disk`) + its domain (Guest, `KEY`).
+"""A guest's resources: its disk (Volume, `KEY-disk`) and its domain (Guest, `KEY`).
 
 Both are named by the guest key only (not parented to their host), so moving a guest to another host
 keeps its URNs and Pulumi plans a replacement (old one removed first), not an unrelated create.
@@ -17,10 +17,11 @@ from .config import GuestConf
 from .hypervisor import Hypervisor
 
 
-class Machine:
-    """Not a registered component: one per guest doubled the resources in the state and the engine's steps
-    (the file backend rewrites the whole state at every step).  The aliases keep the URNs stacks made when
-    it was one (`virtfleet:fleet:Machine$...`)."""
+class GuestResources:
+    """The two resources of one guest, registered at the top level: a component per guest (`Machine`, as
+    older stacks have it) doubled the resources in the state and the engine's steps (the file backend
+    rewrites the whole state at every step).  The aliases keep the URNs stacks made under that component
+    (`virtfleet:fleet:Machine$...`)."""
 
     def __init__(self, conf: GuestConf, hv: Hypervisor) -> None:
         self.key = conf.key
