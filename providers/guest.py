@@ -81,8 +81,8 @@ def _outs(spec: GuestSpec, props: dict[str, Any], dom: libvirt.virDomain,
     extra = merge_xml.unmanaged_devices(live_xml, defined, macs)
     c = spec.conn
     state = domains.state(dom)  # a paused guest is not running: `running: true` resumes it
-    return {**inputs_of(props), "uuid": uuid, "state": state, "running": bool(dom.isActive()) and state != "paused",
-            "autostart": bool(dom.autostart()), "xmlDrift": drift, "uri": c.uri,
+    return {**inputs_of(props), "uuid": uuid, "state": state, "running": domains.is_active(dom) and state != "paused",
+            "autostart": domains.autostart(dom), "xmlDrift": drift, "uri": c.uri,
             "consoleCommand": f"virsh -c {c.uri} console {spec.name}",
             "addresses": found, "address": addresses.first(found), "definedDevices": defined,
             "unmanaged": sorted(extra.values())}
@@ -122,9 +122,9 @@ def _drop_seed(spec: GuestSpec, seed: Any) -> None:
 
 
 def _apply_power(spec: GuestSpec, dom: libvirt.virDomain, restart: bool) -> None:
-    if bool(dom.autostart()) != spec.autostart:
-        dom.setAutostart(int(spec.autostart))
-    active = bool(dom.isActive())
+    if domains.autostart(dom) != spec.autostart:
+        domains.set_autostart(dom, spec.autostart)
+    active = domains.is_active(dom)
     if active and spec.running and restart:
         how = domains.stop(dom, spec.shutdown_timeout, spec.agent)
         say(f"{spec.conn.host}: restarted {spec.name} ({how} shutdown) to apply the change")
@@ -132,7 +132,7 @@ def _apply_power(spec: GuestSpec, dom: libvirt.virDomain, restart: bool) -> None
     elif spec.running and not active:
         starts.start(spec.conn, dom)
     elif spec.running and domains.state(dom) == "paused":
-        dom.resume()  # paused by hand, or left paused by a run that stopped before its guests were released
+        domains.resume(dom)  # paused by hand, or left paused by a run that stopped before its guests were released
         say(f"{spec.conn.host}: resumed {spec.name}, which was paused")
     elif not spec.running and active:
         domains.stop(dom, spec.shutdown_timeout, spec.agent)
@@ -142,7 +142,7 @@ def _define_new(conn: libvirt.virConnect, spec: GuestSpec, uuid: str = "") -> li
     """Seed, define and bring to the wanted power state; on any failure what was made is removed."""
     _put_seed(spec)
     try:
-        dom = conn.defineXML(domain_xml.domain(spec, uuid))
+        dom = domains.define(conn, domain_xml.domain(spec, uuid))
     except BaseException:
         _drop_seed(spec.replace(seed=None), spec.seed and spec.seed.to_props())
         raise
@@ -179,11 +179,11 @@ def _take_over(conn: libvirt.virConnect, spec: GuestSpec, props: dict[str, Any],
     if why:
         raise UnsafeChangeError(why)
     t = takeover.plan(live_xml, spec)
-    active = bool(dom.isActive())
-    _say_once(takeover.summary(spec.conn.host, spec, t, active, bool(dom.autostart())))
+    active = domains.is_active(dom)
+    _say_once(takeover.summary(spec.conn.host, spec, t, active, domains.autostart(dom)))
     _put_seed(spec)
     try:
-        dom = conn.defineXML(t.xml)
+        dom = domains.define(conn, t.xml)
     except libvirt.libvirtError as exc:
         _drop_seed(spec.replace(seed=None), spec.seed and spec.seed.to_props())
         raise HostError(spec.conn.host, f"taking over guest {spec.name!r}", str(exc),
@@ -192,7 +192,7 @@ def _take_over(conn: libvirt.virConnect, spec: GuestSpec, props: dict[str, Any],
     try:
         _apply_power(spec, dom, restart=active and bool(t.restart))
     except Exception:
-        conn.defineXML(live_xml)  # as it was before, without virtfleet's owner metadata
+        domains.define(conn, live_xml)  # as it was before, without virtfleet's owner metadata
         say(f"{spec.conn.host}: {spec.name}'s previous definition was put back")
         raise
     found, dom = _wait_for_address(spec, dom)
@@ -212,7 +212,7 @@ def _preview_takeover(spec: GuestSpec) -> str:
     why = takeover.refusal(spec.conn.host, spec.name, spec.owner, spec.disk_path, live_xml)
     if not why:
         t = takeover.plan(live_xml, spec)
-        _say_once(takeover.summary(spec.conn.host, spec, t, bool(dom.isActive()), bool(dom.autostart())))
+        _say_once(takeover.summary(spec.conn.host, spec, t, domains.is_active(dom), domains.autostart(dom)))
     return why
 
 
@@ -253,7 +253,7 @@ class GuestProvider(BaseProvider):
                    "over a guest made by hand\")"))
         say(f"{spec.conn.host}: reclaiming {spec.name} left by an interrupted run of this stack")
         _put_seed(spec)
-        dom = conn.defineXML(domain_xml.domain(spec, existing.UUIDString()))
+        dom = domains.define(conn, domain_xml.domain(spec, existing.UUIDString()))
         _apply_power(spec, dom, restart=False)
         found, dom = _wait_for_address(spec, dom)
         return CreateResult(dom.UUIDString(), _outs(spec, props, dom, found, _defined(dom)))
@@ -284,8 +284,8 @@ class GuestProvider(BaseProvider):
         macs = _macs(spec.interfaces, olds.get("interfaces"))
         defined = olds.get("definedDevices") or merge_xml.device_ids(live_xml)
         carried = merge_xml.unmanaged_devices(live_xml, defined, macs)
-        dom = conn.defineXML(merge_xml.merge(live_xml, domain_xml.domain(spec, id_), macs))
-        _apply_power(spec, dom, restart=changes.guest_needs_restart(p, bool(dom.isActive())))
+        dom = domains.define(conn, merge_xml.merge(live_xml, domain_xml.domain(spec, id_), macs))
+        _apply_power(spec, dom, restart=changes.guest_needs_restart(p, domains.is_active(dom)))
         _drop_seed(spec, olds.get("seed"))  # after the restart: the old seed is no longer open
         found, dom = _wait_for_address(spec, dom) if p.restart or "running" in p.changed else (None, dom)
         return UpdateResult(_outs(spec, news, dom, found, _defined(dom, carried)))

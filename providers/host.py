@@ -15,7 +15,7 @@ from pulumi.dynamic import CreateResult, ReadResult, Resource, UpdateResult
 from providers.base import BaseProvider, inputs_of
 from providers.model import changes
 from providers.model.host import HostSpec
-from providers.remote import hostfacts, session, storage
+from providers.remote import hostfacts, storage
 
 
 def _converge(spec: HostSpec) -> dict[str, Any]:
@@ -38,8 +38,7 @@ class HostProvider(BaseProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         spec = HostSpec.from_props(props)
         facts = hostfacts.facts(spec.conn)  # unreachable host: raises, never "gone"
-        pool = storage.lookup_pool(session.virt(spec.conn), spec.pool.name)
-        active = bool(pool is not None and pool.isActive())
+        active = storage.pool_active(spec.conn, spec.pool.name)
         return ReadResult(id_, {**inputs_of(props), **facts, "poolActive": active})
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]):  # type: ignore[override]

@@ -60,6 +60,27 @@ def state(dom: libvirt.virDomain) -> str:
     return STATES.get(dom.state()[0], "unknown")
 
 
+def define(conn: libvirt.virConnect, xml: str) -> libvirt.virDomain:
+    """Define (or redefine, same UUID) a domain from its XML."""
+    return conn.defineXML(xml)
+
+
+def is_active(dom: libvirt.virDomain) -> bool:
+    return bool(dom.isActive())
+
+
+def autostart(dom: libvirt.virDomain) -> bool:
+    return bool(dom.autostart())
+
+
+def set_autostart(dom: libvirt.virDomain, on: bool) -> None:
+    dom.setAutostart(int(on))
+
+
+def resume(dom: libvirt.virDomain) -> None:
+    dom.resume()
+
+
 def inactive_xml(dom: libvirt.virDomain) -> str:
     return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
 

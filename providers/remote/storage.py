@@ -19,6 +19,12 @@ def lookup_pool(conn: libvirt.virConnect, name: str) -> libvirt.virStoragePool |
     return or_none(conn.storagePoolLookupByName, name)
 
 
+def pool_active(c: Connection, name: str) -> bool:
+    """Whether the host has a running pool of that name."""
+    p = lookup_pool(session.virt(c), name)
+    return bool(p is not None and p.isActive())
+
+
 def pool(c: Connection, name: str) -> libvirt.virStoragePool:
     p = lookup_pool(session.virt(c), name)
     if p is None:
