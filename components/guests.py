@@ -40,11 +40,11 @@ class GuestResources:
                             adopt=adopt, owner=spec.owner),
             pulumi.ResourceOptions(aliases=was, depends_on=[hv.host, base]))
         networks = [hv.networks[i.source] for i in spec.interfaces if i.type == "network" and i.source in hv.networks]
-        self.guest = Guest(
-            conf.key,
-            # user-data may hold passwords and keys: a secret in the state and the preview, always
-            {**spec.to_props(), "cloudInit": pulumi.Output.secret(spec.seed.seed.to_props()) if spec.seed else None},
-            pulumi.ResourceOptions(aliases=was, depends_on=[self.volume, *networks]))
+        props = spec.to_props()
+        # user-data may hold passwords and keys: a secret in the state and the preview, always
+        if props["cloudInit"] is not None:
+            props["cloudInit"] = pulumi.Output.secret(props["cloudInit"])
+        self.guest = Guest(conf.key, props, pulumi.ResourceOptions(aliases=was, depends_on=[self.volume, *networks]))
         # one Output per guest for the stack's `guests` export (the guest's `status`): the SDK waits on every
         # pending Output at each step, and a dict of eleven would be eleven of them per guest until its create
         static = {"host": conf.host, "mac": spec.interfaces[0].mac, "ip": spec.ip,

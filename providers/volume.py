@@ -25,8 +25,8 @@ from providers.model.units import human
 from providers.remote import bases, domains, session, storage
 from providers.xml import storage as storage_xml
 
-# the program reads `path` and `reused`; `basePath` and `owned` are the provider's; the inputs are nested
-# (`base.nested`)
+# outputs kept at the top level: `path`, `reused` (`adopted` in state written before), and the provider's
+# `basePath` and `owned`; the inputs are nested (`base.nested`)
 TOP_KEYS = frozenset(("path", "reused", "adopted", "basePath", "owned"))
 
 

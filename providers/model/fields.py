@@ -123,19 +123,17 @@ def to_props(spec: Any) -> dict[str, Any]:
     return {m.key: dump(m, getattr(spec, name)) for name, m in metas(cls)}
 
 
-def props_of(cls: type, config: dict[str, Any] | None = None, **values: Any) -> dict[str, Any]:
-    """The properties of a resource the program registers, from its spec's attribute names (and the
-    config keys already parsed, `from_config`): values may be Outputs (known once another resource
-    exists), checked by the provider when they are known."""
+def props_of(cls: type, **values: Any) -> dict[str, Any]:
+    """The properties of a resource the program registers, from its spec's attribute names: values may be
+    Outputs (known once another resource exists), checked by the provider when they are known."""
     declared = dict(metas(cls))
     unknown = set(values) - set(declared)
     if unknown:
         raise TypeError(f"{cls.__name__} declares no field {', '.join(sorted(unknown))}")
-    given = set(values) | {n for n, m in declared.items() if config and m.key in config}
-    missing = [n for n in declared if n not in given and _default(cls, n) is dataclasses.MISSING]
+    missing = [n for n in declared if n not in values and _default(cls, n) is dataclasses.MISSING]
     if missing:
         raise TypeError(f"{cls.__name__} needs {', '.join(missing)}")
-    return {**(config or {}), **{declared[n].key: dump(declared[n], x) for n, x in values.items()}}
+    return {declared[n].key: dump(declared[n], x) for n, x in values.items()}
 
 
 def config_keys(cls: type) -> set[str]:

@@ -172,8 +172,8 @@ def test_a_base_volume_name_is_made_and_read_in_one_place() -> None:
     assert base_digest(name, "qcow2") == "" and base_digest("web.qcow2", "qcow2") == ""
 
 
-def test_props_of_fills_in_the_parsed_config_keys() -> None:
+def test_props_of_dumps_typed_attributes() -> None:
     iface = InterfaceSpec("network", "lab", "52:54:00:00:00:09")
-    props = fields.props_of(GuestSpec, config={"memory": 1 << 30}, conn=CONN, name="web", owner=OWNER,
+    props = fields.props_of(GuestSpec, memory=1 << 30, conn=CONN, name="web", owner=OWNER,
                             disk_path="/var/lib/virtfleet/guests/web.qcow2", interfaces=(iface,))
     assert GuestSpec.from_props(props).interfaces == (iface,)
